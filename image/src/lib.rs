@@ -1,0 +1,1 @@
+//! The image builder: turns a manifest into a bootable kernel and initramfs.

@@ -1,0 +1,3 @@
+//! berth: PID 1 of a container host, and its command-line client.
+
+fn main() {}

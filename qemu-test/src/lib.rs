@@ -1,0 +1,1 @@
+//! The QEMU harness: boots a berth image, watches its console, drives it.
