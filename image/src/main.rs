@@ -1,0 +1,95 @@
+//! `berth-image`: the image builder's command line.
+//!
+//! ```text
+//! berth-image build MANIFEST OUTDIR --berth PATH [--cmdline "..."]
+//!                   [--compression zstd:19|zstd:3|gzip:9|none]
+//! berth-image kernel        fetch the pinned kernel into the cache; print its paths
+//! ```
+//! Errors are one line on stderr, naming what failed and where; the exit
+//! status is then 1 (2 for a usage error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berth_image::{BuildOptions, Compression, Progress, kernel};
+
+const USAGE: &str = "usage:
+  berth-image build MANIFEST OUTDIR --berth PATH [--cmdline \"...\"] [--compression zstd:LEVEL|gzip:LEVEL|none]
+  berth-image kernel";
+
+fn parse_compression(s: &str) -> Option<Compression> {
+    match s.split_once(':') {
+        None if s == "none" => Some(Compression::None),
+        None if s == "zstd" => Some(Compression::RELEASE),
+        None if s == "gzip" => Some(Compression::Gzip { level: 9 }),
+        Some(("zstd", l)) => l.parse().ok().map(|level| Compression::Zstd { level }),
+        Some(("gzip", l)) => l.parse().ok().map(|level| Compression::Gzip { level }),
+        _ => None,
+    }
+}
+
+fn build(args: &[String]) -> Result<(), String> {
+    let mut positional = Vec::new();
+    let mut berth = None;
+    let mut cmdline = None;
+    let mut compression = Compression::RELEASE;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
+        match a.as_str() {
+            "--berth" => berth = Some(PathBuf::from(value("--berth")?)),
+            "--cmdline" => cmdline = Some(value("--cmdline")?),
+            "--compression" => {
+                let v = value("--compression")?;
+                compression = parse_compression(&v).ok_or(format!("unknown compression {v:?}"))?;
+            }
+            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+            _ => positional.push(a.clone()),
+        }
+    }
+    let [manifest, out_dir] = positional.as_slice() else {
+        return Err("build needs MANIFEST and OUTDIR".into());
+    };
+    let berth = berth.ok_or("build needs --berth PATH")?;
+    let mut opts = BuildOptions::new(manifest, out_dir, berth);
+    if let Some(c) = cmdline {
+        opts.cmdline = c;
+    }
+    opts.compression = compression;
+    opts.verbose = true;
+    let report = berth_image::build(&opts).map_err(|e| format!("build failed: {e}"))?;
+    println!("{report}");
+    Ok(())
+}
+
+fn kernel() -> Result<(), String> {
+    let cache = kernel::cache_dir().map_err(|e| e.to_string())?;
+    let k = kernel::ensure_with(&cache, &Progress::stderr()).map_err(|e| e.to_string())?;
+    println!("version     {}", k.version);
+    println!("vmlinuz     {}", k.vmlinuz.display());
+    println!("modules_dir {}", k.modules_dir.display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => build(&args[1..]),
+        Some("kernel") if args.len() == 1 => kernel(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-image: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
