@@ -3,6 +3,7 @@
 //! ```text
 //! berth-image build MANIFEST OUTDIR --berth PATH [--cmdline "..."]
 //!                   [--compression zstd:19|zstd:3|gzip:9|none]
+//!                   [--file PATH_IN_IMAGE=HOST_FILE]...   (mode from the host file)
 //! berth-image kernel        fetch the pinned kernel into the cache; print its paths
 //! ```
 //! Errors are one line on stderr, naming what failed and where; the exit
@@ -11,10 +12,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use berth_image::{BuildOptions, Compression, Progress, kernel};
+use berth_image::{BuildOptions, Compression, ExtraFile, Progress, kernel};
 
 const USAGE: &str = "usage:
   berth-image build MANIFEST OUTDIR --berth PATH [--cmdline \"...\"] [--compression zstd:LEVEL|gzip:LEVEL|none]
+                    [--file PATH_IN_IMAGE=HOST_FILE]...
   berth-image kernel";
 
 fn parse_compression(s: &str) -> Option<Compression> {
@@ -28,11 +30,24 @@ fn parse_compression(s: &str) -> Option<Compression> {
     }
 }
 
+fn extra_file(path: &str, host: &str) -> Result<ExtraFile, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |e: std::io::Error| format!("cannot read {host}: {e}");
+    let mode = std::fs::metadata(host).map_err(err)?.permissions().mode() & 0o7777;
+    let contents = std::fs::read(host).map_err(err)?;
+    Ok(ExtraFile {
+        path: path.to_string(),
+        contents,
+        mode,
+    })
+}
+
 fn build(args: &[String]) -> Result<(), String> {
     let mut positional = Vec::new();
     let mut berth = None;
     let mut cmdline = None;
     let mut compression = Compression::RELEASE;
+    let mut extra_files = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -42,6 +57,13 @@ fn build(args: &[String]) -> Result<(), String> {
             "--compression" => {
                 let v = value("--compression")?;
                 compression = parse_compression(&v).ok_or(format!("unknown compression {v:?}"))?;
+            }
+            "--file" => {
+                let v = value("--file")?;
+                let (path, host) = v
+                    .split_once('=')
+                    .ok_or(format!("--file {v:?}: expected PATH_IN_IMAGE=HOST_FILE"))?;
+                extra_files.push(extra_file(path, host)?);
             }
             s if s.starts_with("--") => return Err(format!("unknown option {s}")),
             _ => positional.push(a.clone()),
@@ -56,6 +78,7 @@ fn build(args: &[String]) -> Result<(), String> {
         opts.cmdline = c;
     }
     opts.compression = compression;
+    opts.extra_files = extra_files;
     opts.verbose = true;
     let report = berth_image::build(&opts).map_err(|e| format!("build failed: {e}"))?;
     println!("{report}");

@@ -224,6 +224,11 @@ impl KernelModules {
         })
     }
 
+    /// The names of all loadable modules, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.paths.keys().map(String::as_str)
+    }
+
     /// Number of loadable modules in the kernel.
     pub fn len(&self) -> usize {
         self.paths.len()
