@@ -706,21 +706,14 @@ mod tests {
         ));
     }
 
-    fn have_cpio() -> bool {
-        Command::new("cpio")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    /// The archive, read back by GNU cpio (scripts/install-deps installs it;
-    /// skipped with a note where it is absent).
+    /// The archive, read back by GNU cpio (scripts/install-deps installs it).
     #[test]
     fn gnu_cpio_reads_the_archive_back() {
-        if !have_cpio() {
-            eprintln!("SKIP: cpio not installed (run scripts/install-deps)");
-            return;
-        }
+        let have_cpio = Command::new("cpio")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(have_cpio, "cpio is not installed: run scripts/install-deps");
         let mut a = sample();
         let big: Vec<u8> = (0..100_003u32).map(|i| (i * 7 % 251) as u8).collect();
         a.add_file("usr/lib/big", 0o640, Data::Bytes(big.clone()))

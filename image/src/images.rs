@@ -404,17 +404,13 @@ mod tests {
         );
     }
 
-    /// The real busybox-static (scripts/install-deps); skipped where absent.
+    /// The real busybox-static (scripts/install-deps installs it).
     #[test]
     fn busybox_rootfs_layout() {
         let sources = Sources::default();
-        if std::fs::read(&sources.busybox)
-            .map(|d| check_static_executable(&d))
-            .is_err()
-        {
-            eprintln!("SKIP: no static /bin/busybox (run scripts/install-deps)");
-            return;
-        }
+        let data =
+            std::fs::read(&sources.busybox).expect("no /bin/busybox: run scripts/install-deps");
+        check_static_executable(&data).expect("/bin/busybox is not static: install busybox-static");
         let mut a = Archive::new();
         embed(&mut a, "one", "busybox", &sources).unwrap();
         let n = a.len();

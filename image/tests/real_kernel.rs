@@ -5,6 +5,9 @@
 //! Needs the kernel package (downloaded into berth's cache on first use)
 //! and kmod (scripts/install-deps).
 
+// Test helpers, not production code: failing loudly is their job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
