@@ -83,9 +83,11 @@ pub enum Compression {
         /// The level.
         level: u32,
     },
-    /// zstd at level 1-22, single-threaded. Measured on a busybox image
-    /// (~9 MB of cpio): level 3 takes 0.1 s and gives ~11% more bytes than
-    /// level 19, which takes ~5 s.
+    /// zstd at level 1-22, single-threaded (deterministic for a given
+    /// level and zstd version). Measured on a busybox image (7.2 MiB of
+    /// cpio: berth 1.8 MiB, 34 modules, busybox), CPU seconds and bytes:
+    /// level 3: 0.13 s, 2.93 MB; 9: 0.39 s, 2.68 MB; 15: 2.9 s, 2.65 MB;
+    /// 17: 4.7 s, 2.24 MB; 18: 6.1 s, 2.17 MB; 19: 8.0 s, 2.17 MB.
     Zstd {
         /// The level.
         level: i32,
