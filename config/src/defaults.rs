@@ -1,0 +1,127 @@
+//! Every default of the manifest, in one place. docs/manifest.md lists the
+//! same values (a test checks that each one appears there).
+
+use std::time::Duration;
+
+use crate::model::{
+    Condition, ContainerLogging, FatalAction, Filesystem, LogLevel, NetworkMode, RestartPolicy,
+    SyslogFormat,
+};
+use crate::signal::Signal;
+
+/// The only schema version.
+pub const VERSION: u32 = 1;
+
+/// `host.on_fatal`.
+pub const ON_FATAL: FatalAction = FatalAction::Reboot;
+/// `host.shutdown_grace`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// `host.network.bridge.name`.
+pub const BRIDGE_NAME: &str = "berth0";
+/// `host.network.bridge.subnet`.
+pub const BRIDGE_SUBNET: &str = "10.88.0.0/24";
+/// `host.network.bridge.nat`.
+pub const BRIDGE_NAT: bool = true;
+/// `host.network.interfaces[].dhcp`.
+pub const INTERFACE_DHCP: bool = false;
+
+/// `host.storage.data.fs`.
+pub const DATA_FS: Filesystem = Filesystem::Ext4;
+/// `host.storage.data.mount`.
+pub const DATA_MOUNT: &str = "/var/lib/berth";
+
+/// `host.logging.console`.
+pub const LOG_CONSOLE: LogLevel = LogLevel::Info;
+/// `host.logging.files.dir`.
+pub const LOG_DIR: &str = "/var/log/berth";
+/// `host.logging.files.max_size`: 10 MiB.
+pub const LOG_MAX_SIZE: u64 = 10 << 20;
+/// `host.logging.files.max_files`.
+pub const LOG_MAX_FILES: u32 = 3;
+/// The port of a `host.logging.syslog.target` without one.
+pub const SYSLOG_PORT: u16 = 514;
+/// `host.logging.syslog.format`.
+pub const SYSLOG_FORMAT: SyslogFormat = SyslogFormat::Rfc5424;
+
+/// `host.watchdog.device`.
+pub const WATCHDOG_DEVICE: &str = "/dev/watchdog";
+/// `host.watchdog.timeout`.
+pub const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `host.api.socket`.
+pub const API_SOCKET: &str = "/run/berth/berth.sock";
+
+/// The tag of an image reference with neither tag nor digest.
+pub const IMAGE_TAG: &str = "latest";
+/// The registry of an image reference without one.
+pub const IMAGE_REGISTRY: &str = "docker.io";
+
+/// `containers.*.restart`.
+pub const RESTART: RestartPolicy = RestartPolicy::No;
+/// `containers.*.depends_on.*.condition`, and every entry of the list form.
+pub const DEPENDS_CONDITION: Condition = Condition::ServiceStarted;
+/// `containers.*.depends_on.*.required`.
+pub const DEPENDS_REQUIRED: bool = true;
+/// `containers.*.healthcheck.interval`.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// `containers.*.healthcheck.timeout`.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// `containers.*.healthcheck.retries`.
+pub const HEALTH_RETRIES: u32 = 3;
+/// `containers.*.healthcheck.start_period`.
+pub const HEALTH_START_PERIOD: Duration = Duration::ZERO;
+/// `containers.*.healthcheck.start_interval`.
+pub const HEALTH_START_INTERVAL: Duration = Duration::from_secs(5);
+/// `containers.*.stop_signal`.
+pub const STOP_SIGNAL: Signal = Signal::TERM;
+/// `containers.*.stop_grace_period`.
+pub const STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// `containers.*.init`.
+pub const INIT: bool = false;
+/// `containers.*.read_only`.
+pub const READ_ONLY: bool = false;
+/// `containers.*.privileged`.
+pub const PRIVILEGED: bool = false;
+/// `containers.*.network_mode`.
+pub const NETWORK_MODE: NetworkMode = NetworkMode::Bridge;
+/// `containers.*.shm_size`: 64 MiB, as Docker.
+pub const SHM_SIZE: u64 = 64 << 20;
+/// `containers.*.oom_score_adj`.
+pub const OOM_SCORE_ADJ: i32 = 0;
+/// `containers.*.devices` permissions when not written.
+pub const DEVICE_PERMISSIONS: &str = "rwm";
+/// `containers.*.security_opt`: no-new-privileges is off unless set, as in Docker.
+pub const NO_NEW_PRIVILEGES: bool = false;
+/// `containers.*.logging`.
+pub const CONTAINER_LOGGING: ContainerLogging = ContainerLogging {
+    console: true,
+    files: true,
+    syslog: true,
+};
+
+/// Limits checked by validation.
+pub mod limits {
+    use std::time::Duration;
+
+    /// The smallest `resources.memory` (Docker's minimum is 6 MiB).
+    pub const MIN_MEMORY: u64 = 6 << 20;
+    /// The largest `resources.cpus`.
+    pub const MAX_CPUS: f64 = 1024.0;
+    /// The smallest `resources.cpus`.
+    pub const MIN_CPUS: f64 = 0.01;
+    /// The longest grace period (stop or shutdown).
+    pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+    /// The shortest health check interval and timeout.
+    pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(1);
+    /// The longest health check interval, timeout or start period.
+    pub const MAX_HEALTH_DURATION: Duration = Duration::from_secs(24 * 3600);
+    /// The shortest watchdog timeout.
+    pub const MIN_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The longest watchdog timeout.
+    pub const MAX_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// The smallest log file size.
+    pub const MIN_LOG_SIZE: u64 = 4 << 10;
+    /// The longest container name.
+    pub const MAX_NAME_LEN: usize = 63;
+}
