@@ -1,1 +1,120 @@
-//! The QEMU harness: boots a berth image, watches its console, drives it.
+//! The QEMU harness: boots a berth image (or any kernel and initramfs) under
+//! QEMU, watches its serial console, and drives it through QMP and a
+//! virtio-serial control channel. Nothing it starts outlives the test.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use berth_qemu_test::{HostFwd, UserNet, Vm, VmConfig, artifacts, free_local_port};
+//!
+//! # fn main() -> berth_qemu_test::Result<()> {
+//! let kernel = artifacts()?.kernel;
+//! let port = free_local_port()?;
+//! let vm = Vm::launch(
+//!     &VmConfig::kernel("smoke", kernel)
+//!         .initrd("target/berth-initrd.cpio")
+//!         .append("berth.debug=1")
+//!         .network(UserNet::new().hostfwd(HostFwd::tcp(port, 80))),
+//! )?;
+//! vm.wait_for("berth: ready", Duration::from_secs(60))?;
+//! let (status, body) = vm.http("GET", "/v1/status", None, Duration::from_secs(10))?;
+//! assert_eq!(status, 200, "{body}");
+//! vm.system_powerdown()?;
+//! vm.wait_exit(Duration::from_secs(30))?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Modules
+//! - [`config`] — [`VmConfig`] and its parts; renders QEMU's command line.
+//!   Networks take ports, never addresses: the host side is always
+//!   127.0.0.1, and user networks always have `restrict=on`.
+//! - [`vm`] — [`Vm`], the running QEMU: launch, console waits, exit, QMP,
+//!   control channel, teardown.
+//! - `console` — the serial console reader, in-memory buffer and log file.
+//! - `qmp` — the QMP client (greeting, `qmp_capabilities`, events kept aside).
+//! - `spawn` — starts QEMU tied to the test process (`PR_SET_PDEATHSIG`).
+//! - [`http`] — the minimal HTTP/1.1 client for berth's API.
+//! - [`accel`] — TCG or KVM, with a short cached KVM probe.
+//! - [`ports`] — [`free_local_port()`](ports::free_local_port).
+//! - [`artifacts`](mod@artifacts) — the kernel under test ([`artifacts()`]).
+//! - [`initramfs`] — a busybox initramfs for self-tests and helper guests.
+//! - [`paths`] — the target directory, log directory, runtime directories.
+//!
+//! # Console and logs
+//! QEMU's `-serial stdio` goes into a pipe that a thread drains into memory
+//! and into `<target>/qemu-logs/<name>-<pid>-<n>.log` (its first line is
+//! QEMU's command line, prefixed `#`; QEMU's stderr lines follow with a
+//! `[qemu]` prefix). When the [`Vm`] drops, the log is deleted if the test
+//! passed, and kept, with its path printed to stderr, if the thread is
+//! panicking, if any harness call on the VM returned an error, if
+//! [`Vm::keep_log`] was called, or if `BERTH_QEMU_KEEP_LOGS=1`.
+//!
+//! [`Vm::wait_for`] keeps a cursor: each wait only sees output after the
+//! previous match ([`Vm::rewind`] goes back to the start). A timeout error
+//! quotes the last 40 console lines and the log's path; if QEMU exits
+//! first, the wait fails at once instead of running out its timeout.
+//!
+//! # Machine
+//! `-machine q35 -accel tcg -m 512 -smp 1 -nodefaults -no-user-config
+//! -display none`, `-serial stdio`, QMP on a unix socket, a
+//! `virtio-serial-pci` with the port `berth` on another unix socket, NICs as
+//! `virtio-net-pci,romfile=` (no iPXE ROM). `-no-reboot` is on by default
+//! ([`VmConfig::no_reboot`]): a guest reboot, or a kernel panic (the base
+//! command line has `panic=-1`), then ends QEMU; a reboot test turns it off.
+//! A guest power-off always ends QEMU, with status 0.
+//!
+//! Measured here (QEMU 7.2 TCG, Debian cloud kernel 6.1, 512 MiB, busybox
+//! initramfs, this crate's `boot_timings` test, 2 shared cores, 5 boots
+//! each): wall time from spawning QEMU to the first line printed by `/init`,
+//! median (min–max):
+//!
+//! | machine | smp | to `/init` | guest uptime at `/init` |
+//! | --- | --- | --- | --- |
+//! | q35 | 1 | TIMING_Q35_1 |
+//! | pc | 1 | TIMING_PC_1 |
+//! | q35 | 2 | TIMING_Q35_2 |
+//! | microvm | 1 | TIMING_MICROVM_1 |
+//!
+//! q35 and pc are within noise of each other; both deliver `system_powerdown`
+//! as an ACPI "Power Button" input event (with the `button` and `evdev`
+//! modules). q35 is the default as the modern, PCIe machine. microvm has an
+//! ACPI power button too (through its GED device) but under TCG it hangs in
+//! about half of the boots here ("tsc: Unable to calibrate against PIT",
+//! then silence), with or without `pit=on`, so it is not used. `-smp 2`
+//! gains nothing on this 2-core machine where tests run two VMs at once.
+//!
+//! # Accelerator
+//! TCG by default. KVM only with `BERTH_QEMU_ACCEL=kvm`, [`Accel::Kvm`], or
+//! when a 3-second probe boots the kernel under KVM and sees output (cached
+//! per process and per host boot in `<target>/qemu-logs/kvm-probe`). Here
+//! `/dev/kvm` exists but KVM guests hang, so the probe says TCG.
+//!
+//! # Teardown
+//! No orphan QEMU: `Drop for Vm` SIGKILLs and reaps QEMU and removes the
+//! runtime directory; QEMU is started with `PR_SET_PDEATHSIG(SIGKILL)` from a
+//! spawner thread that lives as long as the process, so QEMU also dies when
+//! the test process aborts or is killed. The harness's tests prove both.
+
+pub mod accel;
+pub mod artifacts;
+pub mod config;
+mod console;
+mod error;
+pub mod http;
+pub mod initramfs;
+pub mod paths;
+pub mod ports;
+mod qmp;
+mod spawn;
+pub mod vm;
+
+pub use artifacts::{Artifacts, artifacts};
+pub use config::{
+    Accel, BASE_CMDLINE, Boot, Disk, GuestFwd, HostFwd, Mac, Machine, Network, Proto, SocketNet,
+    UserNet, VmConfig,
+};
+pub use error::{Error, Result};
+pub use http::{HttpClient, HttpResponse, HttpStream};
+pub use initramfs::{Initramfs, TempInitramfs};
+pub use ports::free_local_port;
+pub use vm::Vm;
