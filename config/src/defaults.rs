@@ -125,3 +125,108 @@ pub mod limits {
     /// The longest container name.
     pub const MAX_NAME_LEN: usize = 63;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duration::format_duration;
+    use crate::size::format_size;
+
+    fn docs() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/manifest.md");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// docs/manifest.md's table of defaults shows the values defined here.
+    #[test]
+    fn docs_list_these_defaults() {
+        let q = |s: &str| format!("\"{s}\"");
+        let rows = [
+            ("host.on_fatal", q(ON_FATAL.as_str())),
+            ("host.shutdown_grace", q(&format_duration(SHUTDOWN_GRACE))),
+            ("host.network.bridge.name", q(BRIDGE_NAME)),
+            ("host.network.bridge.subnet", q(BRIDGE_SUBNET)),
+            ("host.network.bridge.nat", BRIDGE_NAT.to_string()),
+            ("host.network.interfaces[].dhcp", INTERFACE_DHCP.to_string()),
+            ("host.storage.data.fs", q(DATA_FS.as_str())),
+            ("host.storage.data.mount", q(DATA_MOUNT)),
+            ("host.logging.console", q(LOG_CONSOLE.as_str())),
+            ("host.logging.files.dir", q(LOG_DIR)),
+            ("host.logging.files.max_size", q(&format_size(LOG_MAX_SIZE))),
+            ("host.logging.files.max_files", LOG_MAX_FILES.to_string()),
+            ("host.logging.syslog.format", q("rfc5424")),
+            ("host.watchdog.device", q(WATCHDOG_DEVICE)),
+            (
+                "host.watchdog.timeout",
+                q(&format_duration(WATCHDOG_TIMEOUT)),
+            ),
+            ("host.api.socket", q(API_SOCKET)),
+            ("containers.*.restart", q(&RESTART.to_string())),
+            (
+                "containers.*.depends_on.*.condition",
+                q(DEPENDS_CONDITION.as_str()),
+            ),
+            (
+                "containers.*.depends_on.*.required",
+                DEPENDS_REQUIRED.to_string(),
+            ),
+            (
+                "containers.*.healthcheck.interval",
+                q(&format_duration(HEALTH_INTERVAL)),
+            ),
+            (
+                "containers.*.healthcheck.timeout",
+                q(&format_duration(HEALTH_TIMEOUT)),
+            ),
+            (
+                "containers.*.healthcheck.retries",
+                HEALTH_RETRIES.to_string(),
+            ),
+            (
+                "containers.*.healthcheck.start_period",
+                q(&format_duration(HEALTH_START_PERIOD)),
+            ),
+            (
+                "containers.*.healthcheck.start_interval",
+                q(&format_duration(HEALTH_START_INTERVAL)),
+            ),
+            ("containers.*.stop_signal", q(&STOP_SIGNAL.name())),
+            (
+                "containers.*.stop_grace_period",
+                q(&format_duration(STOP_GRACE_PERIOD)),
+            ),
+            ("containers.*.init", INIT.to_string()),
+            ("containers.*.read_only", READ_ONLY.to_string()),
+            ("containers.*.privileged", PRIVILEGED.to_string()),
+            ("containers.*.network_mode", q(&NETWORK_MODE.to_string())),
+            ("containers.*.shm_size", q(&format_size(SHM_SIZE))),
+            ("containers.*.oom_score_adj", OOM_SCORE_ADJ.to_string()),
+        ];
+        let docs = docs();
+        for (key, value) in rows {
+            let row = format!("| `{key}` | `{value}` |");
+            assert!(docs.contains(&row), "docs/manifest.md lacks the row {row}");
+        }
+        assert!(docs.contains(&format!(
+            "| `host.logging.syslog.target` port | `{SYSLOG_PORT}` |"
+        )));
+        assert!(docs.contains(&format!(
+            "| `containers.*.devices[]` permissions | `\"{DEVICE_PERMISSIONS}\"` |"
+        )));
+        assert!(docs.contains(&format!("`{IMAGE_TAG}` (registry `{IMAGE_REGISTRY}`)")));
+    }
+
+    /// docs/manifest.md documents every key the parser accepts.
+    #[test]
+    fn docs_list_every_key() {
+        let docs = docs();
+        for (table, keys) in crate::keys::ALL {
+            for key in *keys {
+                assert!(
+                    docs.contains(&format!("`{key}`")),
+                    "{table}.{key} is undocumented"
+                );
+            }
+        }
+    }
+}

@@ -162,9 +162,9 @@ fn read_network(cx: &mut Cx, f: &Field<'_, '_>, net: &mut Network) {
     if let Some(f) = t.field("interfaces") {
         for item in f.array(cx).unwrap_or_default() {
             if let Some(i) = read_interface(cx, &item) {
+                // The same name, or the same MAC, is the same link.
                 let dup = net.interfaces.iter().any(|o| {
-                    (i.name.is_some() && o.name == i.name && o.mac == i.mac)
-                        || (i.mac.is_some() && o.mac == i.mac && i.name.is_none())
+                    (i.name.is_some() && o.name == i.name) || (i.mac.is_some() && o.mac == i.mac)
                 });
                 if dup {
                     item.err(cx, "the same interface is listed twice");

@@ -71,14 +71,9 @@ impl std::fmt::Display for LoadError {
     }
 }
 
-impl std::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LoadError::Read { source, .. } => Some(source),
-            LoadError::Invalid(d) => Some(d),
-        }
-    }
-}
+/// The message is complete in itself (it includes the I/O error or every
+/// diagnostic), so no `source` is chained.
+impl std::error::Error for LoadError {}
 
 /// Reads and validates the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, LoadError> {
