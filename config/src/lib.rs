@@ -205,6 +205,8 @@ fn read_manifest(
     let mut first_key: BTreeMap<String, String> = BTreeMap::new();
     if let Some(f) = root.field("containers") {
         for entry in f.map(cx).unwrap_or_default() {
+            // A container whose name is wrong is still read, for the errors
+            // in its body, but not kept.
             let name = match container::normalise_name(entry.key) {
                 Ok(n) => n,
                 Err(msg) => {
@@ -212,6 +214,7 @@ fn read_manifest(
                         entry.key_span.clone(),
                         format!("{}: {msg}", entry.field.path),
                     );
+                    let _ = container::read_container(cx, entry.key.to_string(), &entry, base);
                     continue;
                 }
             };
@@ -223,6 +226,7 @@ fn read_manifest(
                         entry.field.path, entry.key
                     ),
                 );
+                let _ = container::read_container(cx, name, &entry, base);
                 continue;
             }
             first_key.insert(name.clone(), entry.key.to_string());
