@@ -95,16 +95,11 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The smallest output, for images that ship (the CLI's default).
+    /// The smallest output, for images that ship (the CLI's and
+    /// scripts/build-image's default).
     pub const RELEASE: Compression = Compression::Zstd { level: 19 };
-    /// Fast, for images built per test.
+    /// Fast, for images built per test ([`crate::BuildOptions::new`]'s default).
     pub const FAST: Compression = Compression::Zstd { level: 3 };
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::RELEASE
-    }
 }
 
 impl std::fmt::Display for Compression {

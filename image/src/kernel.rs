@@ -143,6 +143,11 @@ pub fn ensure(cache: &Path) -> Result<Kernel, KernelError> {
     ensure_with(cache, &Progress::quiet())
 }
 
+/// [`ensure`] in the default cache directory ([`cache_dir`]).
+pub fn ensure_default() -> Result<Kernel, KernelError> {
+    ensure(&cache_dir()?)
+}
+
 /// [`ensure`], reporting its steps to `progress`.
 pub fn ensure_with(cache: &Path, progress: &Progress) -> Result<Kernel, KernelError> {
     if let Some(k) = cached(cache) {

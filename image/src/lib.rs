@@ -58,6 +58,8 @@ pub enum Error {
         /// The archive's error.
         source: CpioError,
     },
+    /// the kernel command line must be one line, not {0:?}
+    Cmdline(String),
     /// SOURCE_DATE_EPOCH={0:?} is not a number of seconds between 0 and 4294967295
     SourceDateEpoch(String),
     /// cannot {action} {path}: {source}
@@ -109,7 +111,9 @@ pub struct BuildOptions {
 
 impl BuildOptions {
     /// Options with defaults: no extra files, [`DEFAULT_CMDLINE`], the
-    /// default cache, [`Compression::RELEASE`], quiet.
+    /// default cache, [`Compression::FAST`] (a busybox image builds in well
+    /// under a second once the kernel is cached; set
+    /// [`Compression::RELEASE`] for the smallest image), quiet.
     pub fn new(
         manifest: impl Into<PathBuf>,
         out_dir: impl Into<PathBuf>,
@@ -122,7 +126,7 @@ impl BuildOptions {
             extra_files: Vec::new(),
             cmdline: DEFAULT_CMDLINE.to_string(),
             cache_dir: None,
-            compression: Compression::default(),
+            compression: Compression::FAST,
             mtime: None,
             sources: Sources::default(),
             verbose: false,
@@ -277,6 +281,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         Some(t) => t,
         None => source_date_epoch()?,
     };
+
+    if opts.cmdline.trim().contains(['\n', '\r']) {
+        return Err(Error::Cmdline(opts.cmdline.clone()));
+    }
 
     progress.step(&format!("reading manifest {}", opts.manifest.display()));
     let manifest = berth_config::load(&opts.manifest)?;

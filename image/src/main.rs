@@ -42,7 +42,25 @@ fn extra_file(path: &str, host: &str) -> Result<ExtraFile, String> {
     })
 }
 
-fn build(args: &[String]) -> Result<(), String> {
+/// A failed command: a usage error (exit 2) or a failed build (exit 1).
+enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Usage(s)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(s: &str) -> Self {
+        Failure::Usage(s.to_string())
+    }
+}
+
+fn build(args: &[String]) -> Result<(), Failure> {
     let mut positional = Vec::new();
     let mut berth = None;
     let mut cmdline = None;
@@ -63,9 +81,9 @@ fn build(args: &[String]) -> Result<(), String> {
                 let (path, host) = v
                     .split_once('=')
                     .ok_or(format!("--file {v:?}: expected PATH_IN_IMAGE=HOST_FILE"))?;
-                extra_files.push(extra_file(path, host)?);
+                extra_files.push(extra_file(path, host).map_err(Failure::Failed)?);
             }
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+            s if s.starts_with("--") => return Err(format!("unknown option {s}").into()),
             _ => positional.push(a.clone()),
         }
     }
@@ -80,14 +98,16 @@ fn build(args: &[String]) -> Result<(), String> {
     opts.compression = compression;
     opts.extra_files = extra_files;
     opts.verbose = true;
-    let report = berth_image::build(&opts).map_err(|e| format!("build failed: {e}"))?;
+    let report =
+        berth_image::build(&opts).map_err(|e| Failure::Failed(format!("build failed: {e}")))?;
     println!("{report}");
     Ok(())
 }
 
-fn kernel() -> Result<(), String> {
-    let cache = kernel::cache_dir().map_err(|e| e.to_string())?;
-    let k = kernel::ensure_with(&cache, &Progress::stderr()).map_err(|e| e.to_string())?;
+fn kernel() -> Result<(), Failure> {
+    let failed = |e: kernel::KernelError| Failure::Failed(e.to_string());
+    let cache = kernel::cache_dir().map_err(failed)?;
+    let k = kernel::ensure_with(&cache, &Progress::stderr()).map_err(failed)?;
     println!("version     {}", k.version);
     println!("vmlinuz     {}", k.vmlinuz.display());
     println!("modules_dir {}", k.modules_dir.display());
@@ -110,7 +130,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
+            eprintln!("berth-image: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(e)) => {
             eprintln!("berth-image: {e}");
             ExitCode::FAILURE
         }
