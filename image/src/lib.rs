@@ -288,28 +288,27 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
 
     progress.step(&format!("reading manifest {}", opts.manifest.display()));
     let manifest = berth_config::load(&opts.manifest)?;
-    let manifest_bytes =
-        std::fs::read(&opts.manifest).map_err(|source| berth_config::LoadError::Read {
-            path: opts.manifest.clone(),
-            source,
-        })?;
+    let manifest_bytes = std::fs::read(&opts.manifest).map_err(|source| Error::Output {
+        action: "read",
+        path: opts.manifest.clone(),
+        source,
+    })?;
+
+    // Check the cheap inputs before the kernel, which may need a download.
+    let mut archive = Archive::new();
+    let berth_size = initramfs::add_init(&mut archive, &opts.berth)?;
 
     let cache = match &opts.cache_dir {
         Some(c) => c.clone(),
         None => kernel::cache_dir()?,
     };
-    let kernel = match kernel::cached(&cache) {
-        Some(k) => k,
-        None => kernel::ensure_with(&cache, &progress)?,
-    };
+    let kernel = kernel::ensure_with(&cache, &progress)?;
     progress.step(&format!(
         "kernel {} from {}",
         kernel.version,
         cache.display()
     ));
 
-    let mut archive = Archive::new();
-    let berth_size = initramfs::add_init(&mut archive, &opts.berth)?;
     initramfs::add_manifest(&mut archive, manifest_bytes)?;
 
     let mut source = KernelModules::open(&kernel.modules_dir)?;
