@@ -1,0 +1,91 @@
+//! The system calls behind boot and shutdown, behind one small trait.
+//!
+//! Boot and shutdown are written as plans (which mounts, in which order, what to
+//! do when one fails) executed against [`Sys`]. [`Real`] performs the calls;
+//! the recording double in [`record`] logs them, so the plans are unit-tested
+//! without root.
+
+use std::io;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+
+#[cfg(test)]
+pub mod record;
+
+/// The operations boot and shutdown need.
+pub trait Sys {
+    /// mount(2).
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno>;
+    /// umount2(2).
+    fn umount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno>;
+    /// Creates a directory and its parents with `mode`.
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
+    /// Writes `data` to an existing file (a sysfs, procfs or cgroupfs knob).
+    fn write_file(&self, path: &Path, data: &str) -> io::Result<()>;
+    /// Creates a symbolic link at `link` pointing to `target`.
+    fn symlink(&self, target: &str, link: &Path) -> io::Result<()>;
+}
+
+/// The real system calls.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Real;
+
+impl Sys for Real {
+    fn mount(
+        &self,
+        source: &str,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), Errno> {
+        nix::mount::mount(Some(source), target, fstype, flags, data)
+    }
+
+    fn umount(&self, target: &Path, flags: MntFlags) -> Result<(), Errno> {
+        nix::mount::umount2(target, flags)
+    }
+
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+    }
+
+    fn write_file(&self, path: &Path, data: &str) -> io::Result<()> {
+        use std::io::Write;
+        // Knobs take one write(2): open without create or truncate, as
+        // `echo x > knob` does.
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.write_all(data.as_bytes())
+    }
+
+    fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+    }
+}
+
+/// A descriptor that owns its file and never swaps it: `File` and `OwnedFd`.
+pub trait OwnsFd: std::os::fd::AsRawFd {}
+impl OwnsFd for std::fs::File {}
+impl OwnsFd for std::os::fd::OwnedFd {}
+
+/// Registers a non-blocking descriptor with the event loop. Must be called
+/// inside the runtime.
+pub fn async_fd<T: OwnsFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: `OwnsFd` is implemented only for types that own their
+    // descriptor and keep it open and unchanged until dropped, which is what
+    // `register` requires for the `AsyncFd`'s whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(io::Error::from)
+}
