@@ -1,0 +1,171 @@
+//! Serving the API on a virtio-serial port.
+//!
+//! A port is one byte stream that the host side connects to and leaves.
+//! While no host is connected, a read returns 0 and poll reports a hang-up
+//! that never clears, which an event loop would see as "readable" forever.
+//! So when a read returns 0 the port is *parked*: taken out of the event
+//! loop until the kernel sends SIGIO, which it does when the host connects
+//! and when data arrives (the port has O_ASYNC set, owned by PID 1). Then it
+//! is registered again and read. A read of 0 is never an end of stream for
+//! HTTP: the guest driver can report the host as gone even while its bytes
+//! are arriving (the connect message and the data travel on separate
+//! queues), so one HTTP connection lives on across host reconnects. A
+//! request cut off by a host that left is answered with 400 when the next
+//! bytes arrive, and a new connection starts. Nothing polls in a loop.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use super::Commands;
+
+enum State {
+    /// In the event loop.
+    Live(AsyncFd<File>),
+    /// Out of it, until the next SIGIO.
+    Parked(File),
+    /// Between the two (only while switching).
+    Moving,
+}
+
+struct Inner {
+    state: State,
+    sigio: Signal,
+}
+
+/// A non-blocking port, shared by successive HTTP connections.
+#[derive(Clone)]
+struct Port(Rc<RefCell<Inner>>);
+
+impl Inner {
+    /// The live descriptor, waiting for SIGIO first if parked.
+    fn live(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<&AsyncFd<File>>> {
+        if let State::Parked(_) = self.state {
+            ready!(self.sigio.poll_recv(cx));
+            if let State::Parked(file) = std::mem::replace(&mut self.state, State::Moving) {
+                self.state = State::Live(crate::sys::async_fd(file)?);
+            }
+        }
+        match &self.state {
+            State::Live(fd) => Poll::Ready(Ok(fd)),
+            _ => Poll::Ready(Err(std::io::Error::other("control port lost"))),
+        }
+    }
+
+    fn park(&mut self) {
+        if let State::Live(fd) = std::mem::replace(&mut self.state, State::Moving) {
+            self.state = State::Parked(fd.into_inner());
+        }
+    }
+}
+
+impl AsyncRead for Port {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut inner = self.0.borrow_mut();
+        loop {
+            let fd = ready!(inner.live(cx))?;
+            let mut guard = ready!(fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|f| f.get_ref().read(unfilled)) {
+                Ok(Ok(0)) => inner.park(),
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Port {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut inner = self.0.borrow_mut();
+        loop {
+            let fd = ready!(inner.live(cx))?;
+            let mut guard = ready!(fd.poll_write_ready(cx))?;
+            match guard.try_io(|f| f.get_ref().write(data)) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // The port outlives one connection: nothing to shut.
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Opens the port with SIGIO routed to this process.
+fn open(path: &Path) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)?;
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: fcntl(F_SETOWN) on a descriptor this function owns, with an
+    // integer argument.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETOWN, pid) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let flags = OFlag::from_bits_retain(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(flags | OFlag::O_ASYNC))?;
+    Ok(file)
+}
+
+/// Serves the API on the port at `path` until it fails to open or vanishes.
+pub async fn serve_port(path: &Path, commands: Commands) -> std::io::Result<()> {
+    // Listen for SIGIO before the port can send one.
+    let sigio = signal(SignalKind::io())?;
+    let file = open(path)?;
+    // Live at first: the first read tells whether a host is there.
+    let port = Port(Rc::new(RefCell::new(Inner {
+        state: State::Live(crate::sys::async_fd(file)?),
+        sigio,
+    })));
+    log::info!("control channel on {}", path.display());
+    loop {
+        let commands = commands.clone();
+        let service = service_fn(move |req| super::handle(req, commands.clone()));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(port.clone()), service);
+        if let Err(e) = conn.await {
+            log::debug!("control channel connection ended: {e}");
+            // Back off a little, so a port that fails every read cannot
+            // keep PID 1 busy.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
