@@ -71,6 +71,9 @@ pub fn run(start: Duration) -> Booted {
     let manifest = step("read the manifest", || load_manifest(&manifest_path));
     if let Ok(m) = &manifest {
         fatal::set_action(m.host.on_fatal.into());
+        if cmdline.get("berth.log").is_none() {
+            crate::logging::set_level(crate::logging::level(m.host.logging.console));
+        }
     }
 
     if let Err(e) = power::disable_cad() {

@@ -7,6 +7,7 @@ usage: berth <command> [args]
 
 commands:
   check FILE    validate a manifest; print its errors, or a summary
+  schema        print the manifest's JSON Schema (for taplo, Even Better TOML)
   version       print berth's version
 ";
 
@@ -15,6 +16,10 @@ pub fn main(args: Vec<String>) -> i32 {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["check", file] => check(Path::new(file)),
+        ["schema"] => {
+            print!("{}", berth_config::json_schema());
+            0
+        }
         ["version" | "--version" | "-V"] => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             0
@@ -38,11 +43,8 @@ pub fn main(args: Vec<String>) -> i32 {
 fn check(path: &Path) -> i32 {
     match berth_config::load(path) {
         Ok(m) => {
-            println!(
-                "{}: ok, {} container(s)",
-                path.display(),
-                m.containers.len()
-            );
+            println!("{}: ok", path.display());
+            print!("{}", berth_config::summary(&m));
             0
         }
         Err(e) => {

@@ -48,6 +48,17 @@ pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);
 }
 
+/// The filter for a manifest's console level.
+pub fn level(l: berth_config::LogLevel) -> LevelFilter {
+    match l {
+        berth_config::LogLevel::Error => LevelFilter::Error,
+        berth_config::LogLevel::Warn => LevelFilter::Warn,
+        berth_config::LogLevel::Info => LevelFilter::Info,
+        berth_config::LogLevel::Debug => LevelFilter::Debug,
+        berth_config::LogLevel::Trace => LevelFilter::Trace,
+    }
+}
+
 /// Starts copying records to /dev/kmsg. Called once /dev and /proc are mounted.
 pub fn attach_kmsg() {
     let kmsg = std::fs::OpenOptions::new()
