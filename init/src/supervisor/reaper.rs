@@ -22,8 +22,6 @@ pub enum Exit {
     Signal(i32),
 }
 
-// The container runtime is the first owner of exits.
-#[cfg_attr(not(test), allow(dead_code))]
 impl Exit {
     /// The shell's view: the code, or 128 + the signal.
     pub fn code(self) -> i32 {
@@ -60,7 +58,6 @@ pub struct Reaper {
 
 impl Reaper {
     /// Asks for `pid`'s exit. Register right after creating the child.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn watch(&mut self, pid: i32) -> oneshot::Receiver<Exit> {
         let (tx, rx) = oneshot::channel();
         match self.early.remove(&pid) {

@@ -11,7 +11,6 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-#[cfg(test)]
 pub mod record;
 
 /// The operations boot and shutdown need.
