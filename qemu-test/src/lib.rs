@@ -55,33 +55,38 @@
 //! first, the wait fails at once instead of running out its timeout.
 //!
 //! # Machine
-//! `-machine q35 -accel tcg -m 512 -smp 1 -nodefaults -no-user-config
-//! -display none`, `-serial stdio`, QMP on a unix socket, a
-//! `virtio-serial-pci` with the port `berth` on another unix socket, NICs as
-//! `virtio-net-pci,romfile=` (no iPXE ROM). `-no-reboot` is on by default
-//! ([`VmConfig::no_reboot`]): a guest reboot, or a kernel panic (the base
-//! command line has `panic=-1`), then ends QEMU; a reboot test turns it off.
-//! A guest power-off always ends QEMU, with status 0.
+//! `-machine microvm -accel tcg -m 512 -smp 1 -nodefaults -no-user-config
+//! -display none`, `-serial stdio`, QMP on a unix socket, a virtio-serial
+//! controller with the port `berth` on another unix socket, NICs with their
+//! own MACs (and, on PCI machines, `romfile=`: no iPXE ROM). `-no-reboot` is
+//! on by default ([`VmConfig::no_reboot`]): a guest reboot, or a kernel panic
+//! (the base command line has `panic=-1`), then ends QEMU; a reboot test
+//! turns it off. A guest power-off always ends QEMU, with status 0.
 //!
 //! Measured here (QEMU 7.2 TCG, Debian cloud kernel 6.1, 512 MiB, busybox
-//! initramfs, this crate's `boot_timings` test, 2 shared cores, 5 boots
-//! each): wall time from spawning QEMU to the first line printed by `/init`,
-//! median (min–max):
+//! initramfs loading virtio modules; this crate's `boot_timings` test, 5
+//! rounds interleaving the machine types, on 2 cores shared with other
+//! builds, load average about 3): wall time from spawning QEMU to the first
+//! line `/init` prints, and the guest's uptime then.
 //!
-//! | machine | smp | to `/init` | guest uptime at `/init` |
-//! | --- | --- | --- | --- |
-//! | q35 | 1 | TIMING_Q35_1 |
-//! | pc | 1 | TIMING_PC_1 |
-//! | q35 | 2 | TIMING_Q35_2 |
-//! | microvm | 1 | TIMING_MICROVM_1 |
+//! | machine | smp | median to `/init` | range | guest uptime at `/init` |
+//! | --- | --- | --- | --- | --- |
+//! | microvm | 1 | 4.2 s | 2.9–5.3 s | 2.2–3.8 s |
+//! | q35 | 1 | 6.0 s | 4.1–8.1 s | 3.3–5.6 s |
+//! | pc | 1 | 6.0 s | 5.2–7.6 s | 3.9–5.6 s |
+//! | q35 | 2 | 5.4 s | 4.2–6.6 s | 3.0–5.1 s |
 //!
-//! q35 and pc are within noise of each other; both deliver `system_powerdown`
-//! as an ACPI "Power Button" input event (with the `button` and `evdev`
-//! modules). q35 is the default as the modern, PCIe machine. microvm has an
-//! ACPI power button too (through its GED device) but under TCG it hangs in
-//! about half of the boots here ("tsc: Unable to calibrate against PIT",
-//! then silence), with or without `pit=on`, so it is not used. `-smp 2`
-//! gains nothing on this 2-core machine where tests run two VMs at once.
+//! So microvm is the default for kernel boots ([`Machine`]); q35 for EFI
+//! boots; `BERTH_QEMU_MACHINE=q35` (or `pc`) runs a whole suite on another
+//! machine, and the self-tests pass on all three. All three deliver
+//! `system_powerdown` as an ACPI "Power Button" input event (with the
+//! `button` and `evdev` modules) and support guest reboots. microvm needs
+//! `virtio_mmio` in the guest instead of `virtio_pci`, and under TCG the
+//! harness appends [`config::MICROVM_TCG_CMDLINE`] (`tsc_early_khz=2000000
+//! tsc=reliable`): without it the kernel fails to calibrate the TSC against
+//! the PIT on a loaded host (microvm has no HPET or PM timer) and hangs, in
+//! 5 boots of 5 here. `-smp 2` gains little and doubles the CPU two parallel
+//! tests take from two cores, so the default stays 1.
 //!
 //! # Accelerator
 //! TCG by default. KVM only with `BERTH_QEMU_ACCEL=kvm`, [`Accel::Kvm`], or
