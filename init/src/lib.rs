@@ -21,5 +21,6 @@ pub mod devices;
 pub mod logging;
 pub mod pid1;
 pub mod power;
+pub mod runtime;
 pub mod supervisor;
 pub mod sys;
