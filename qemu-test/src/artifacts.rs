@@ -1,18 +1,15 @@
 //! Where the kernel under test comes from.
 //!
-//! [`artifacts`] is the one entry point. Today it takes the kernel from
-//! `$BERTH_TEST_KERNEL`, else from [`FALLBACK_KERNEL`] (a Debian cloud
-//! kernel unpacked by hand). When `berth-image` lands its
-//! `berth_image::kernel::ensure(cache) -> Kernel { vmlinuz, .. }`, only
-//! [`locate_kernel`] changes.
+//! [`artifacts`] is the one entry point, and [`locate_kernel`] the one place
+//! that decides: `$BERTH_TEST_KERNEL` if set (its modules next to it, or in
+//! `$BERTH_TEST_MODULES`), else the pinned Debian cloud kernel that
+//! `berth_image::kernel::ensure` fetches once (with apt) into berth's cache
+//! and reuses offline afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, Result};
-
-/// The kernel used when `$BERTH_TEST_KERNEL` is unset.
-pub const FALLBACK_KERNEL: &str = "/tmp/k/x/boot/vmlinuz-6.1.0-48-cloud-amd64";
 
 /// The environment variable naming the kernel to boot.
 pub const KERNEL_ENV: &str = "BERTH_TEST_KERNEL";
@@ -30,14 +27,12 @@ pub struct Artifacts {
     pub modules_dir: Option<PathBuf>,
 }
 
-/// Finds the kernel, and its modules next to it
-/// (`<root>/boot/vmlinuz-<v>` → `<root>/lib/modules/<v>`) or in
-/// `$BERTH_TEST_MODULES`.
+/// Finds the kernel and its module tree (see [`locate_kernel`]).
 pub fn artifacts() -> Result<Artifacts> {
-    let kernel = locate_kernel()?;
+    let (kernel, modules_dir) = locate_kernel()?;
     let modules_dir = std::env::var_os(MODULES_ENV)
         .map(PathBuf::from)
-        .or_else(|| modules_next_to(&kernel))
+        .or(modules_dir)
         .filter(|d| d.is_dir());
     Ok(Artifacts {
         kernel,
@@ -45,21 +40,24 @@ pub fn artifacts() -> Result<Artifacts> {
     })
 }
 
-/// THE SWITCH: the one function to change when `berth_image::kernel::ensure`
-/// exists. It will become, roughly:
-/// `Ok(berth_image::kernel::ensure(&cache_dir)?.vmlinuz)`.
-pub fn locate_kernel() -> Result<PathBuf> {
-    let kernel = std::env::var_os(KERNEL_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(FALLBACK_KERNEL));
-    if kernel.is_file() {
-        Ok(kernel)
-    } else {
-        Err(Error::MissingFile {
-            what: "test kernel (set BERTH_TEST_KERNEL)",
-            path: kernel,
-        })
+/// THE SWITCH: where the kernel comes from. `$BERTH_TEST_KERNEL` wins (with
+/// `<root>/lib/modules/<v>` next to `<root>/boot/vmlinuz-<v>`); otherwise
+/// `berth_image::kernel::ensure` provides the pinned kernel and its modules.
+pub fn locate_kernel() -> Result<(PathBuf, Option<PathBuf>)> {
+    if let Some(kernel) = std::env::var_os(KERNEL_ENV).map(PathBuf::from) {
+        if !kernel.is_file() {
+            return Err(Error::MissingFile {
+                what: "test kernel (BERTH_TEST_KERNEL)",
+                path: kernel,
+            });
+        }
+        let modules = modules_next_to(&kernel);
+        return Ok((kernel, modules));
     }
+    let fetch = |e: &dyn std::fmt::Display| Error::KernelFetch(e.to_string());
+    let cache = berth_image::kernel::cache_dir().map_err(|e| fetch(&e))?;
+    let k = berth_image::kernel::ensure(&cache).map_err(|e| fetch(&e))?;
+    Ok((k.vmlinuz, Some(k.modules_dir)))
 }
 
 fn modules_next_to(kernel: &Path) -> Option<PathBuf> {

@@ -110,6 +110,8 @@ pub enum Error {
         /// Its stderr or exit status.
         detail: String,
     },
+    /// could not provide the pinned test kernel: {0}
+    KernelFetch(String),
     /// no kernel module {module} under {dir}
     MissingModule {
         /// The module's name.
