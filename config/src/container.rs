@@ -498,7 +498,9 @@ fn read_id_or_name(cx: &mut Cx, f: &Field<'_, '_>) -> Option<IdOrName> {
     f.parse(cx, parse_id_or_name)
 }
 
-fn parse_user(s: &str) -> Result<User, String> {
+/// Parses a user as `user[:group]`, each a number or a name (as a
+/// manifest's `user` or an image config's `User` writes it).
+pub fn parse_user(s: &str) -> Result<User, String> {
     let (u, g) = match s.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (s, None),

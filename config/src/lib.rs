@@ -30,6 +30,7 @@ mod summary;
 mod validate;
 mod walk;
 
+pub use container::parse_user;
 pub use diag::{Diagnostic, Diagnostics};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use image_ref::parse_image_ref;
