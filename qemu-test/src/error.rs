@@ -8,7 +8,11 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 /// What can go wrong while building, booting or driving a VM.
-#[derive(Debug, displaydoc::Display, thiserror::Error)]
+///
+/// `Debug` prints the same text as `Display`, so that a test's
+/// `.expect("...")` shows the console tail as lines, not as one escaped
+/// string.
+#[derive(displaydoc::Display, thiserror::Error)]
 pub enum Error {
     /// the {what} {path} does not exist
     MissingFile {
@@ -119,6 +123,12 @@ pub enum Error {
         /// The modules directory searched.
         dir: PathBuf,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {

@@ -492,6 +492,53 @@ sleep 600
 }
 
 #[test]
+fn a_socket_lan_links_two_guests_and_disks_attach() {
+    // No addresses are configured: bringing a link up makes its kernel send
+    // IPv6 link-local multicast (DAD, router solicitations, MLD), and a
+    // promiscuous NIC counts the other guest's frames. None of it touches
+    // the host's network stack: QEMU tunnels it over one loopback TCP
+    // connection between the two QEMUs.
+    let script = r#"
+ip link set lo up
+ip link set eth0 promisc on up
+echo "MAC $(cat /sys/class/net/eth0/address)"
+while [ "$(cat /sys/class/net/eth0/statistics/rx_packets)" -eq 0 ]; do sleep 0.2; done
+echo LAN-RX
+[ -e /dev/vda ] && echo "DISK $(head -c 12 /dev/vda)"
+sleep 600
+"#;
+    let port = free_local_port().expect("port");
+    let dir = berth_qemu_test::paths::target_dir().join("qemu-test");
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let disk = dir.join(format!("lan-disk-{}.img", std::process::id()));
+    let mut image = b"DISK-MARKER!".to_vec();
+    image.resize(1 << 20, 0);
+    std::fs::write(&disk, image).expect("disk image");
+    let mods = &[VIRTIO_PCI, VIRTIO_MMIO, "virtio_net", "virtio_blk"];
+    let (a, _ia) = boot("lan-a", script, mods, |c| {
+        c.network(SocketNet::listen(port))
+    });
+    let (b, _ib) = boot("lan-b", script, mods, |c| {
+        c.network(SocketNet::connect(port))
+            .disk(berth_qemu_test::Disk::raw(&disk).read_only())
+    });
+    let mac_a = a.wait_for("MAC ", BOOT).expect("mac");
+    let mac_b = b.wait_for("MAC ", BOOT).expect("mac");
+    assert_ne!(mac_a, mac_b, "each VM gets a MAC of its own");
+    for vm in [&a, &b] {
+        vm.wait_for("LAN-RX", BOOT)
+            .expect("frames from the other guest");
+    }
+    assert_eq!(b.wait_for("DISK", BOOT).expect("disk"), "DISK DISK-MARKER!");
+    // B's QEMU is connected to A's, over loopback.
+    let tcp = std::fs::read_to_string(format!("/proc/{}/net/tcp", b.pid())).expect("tcp");
+    let needle = format!("0100007F:{port:04X} 01");
+    assert!(tcp.contains(&needle), "{needle} in\n{tcp}");
+    drop((a, b));
+    std::fs::remove_file(disk).expect("clean up");
+}
+
+#[test]
 fn the_kvm_probe_decides_quickly() {
     let kit = kit();
     let qemu = Path::new("qemu-system-x86_64");
