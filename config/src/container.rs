@@ -938,7 +938,7 @@ fn read_caps(cx: &mut Cx, t: &Table<'_, '_>, key: &'static str) -> Vec<CapSpec> 
 
 fn read_security_opt(cx: &mut Cx, f: &Field<'_, '_>) -> SecurityOpt {
     let mut out = SecurityOpt {
-        no_new_privileges: defaults::NO_NEW_PRIVILEGES,
+        no_new_privileges: None,
         seccomp: Seccomp::Default,
     };
     for item in f.array(cx).unwrap_or_default() {
@@ -948,8 +948,8 @@ fn read_security_opt(cx: &mut Cx, f: &Field<'_, '_>) -> SecurityOpt {
                 .or_else(|| s.split_once(':'))
                 .map_or((s, None), |(k, v)| (k, Some(v)));
             match (k, v) {
-                ("no-new-privileges", None | Some("true")) => out.no_new_privileges = true,
-                ("no-new-privileges", Some("false")) => out.no_new_privileges = false,
+                ("no-new-privileges", None | Some("true")) => out.no_new_privileges = Some(true),
+                ("no-new-privileges", Some("false")) => out.no_new_privileges = Some(false),
                 ("seccomp", Some("unconfined")) => out.seccomp = Seccomp::Unconfined,
                 ("seccomp", Some(p)) if p.starts_with('/') => {
                     out.seccomp = Seccomp::Profile(PathBuf::from(p));

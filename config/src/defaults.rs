@@ -91,8 +91,12 @@ pub const SHM_SIZE: u64 = 64 << 20;
 pub const OOM_SCORE_ADJ: i32 = 0;
 /// `containers.*.devices` permissions when not written.
 pub const DEVICE_PERMISSIONS: &str = "rwm";
-/// `containers.*.security_opt`: no-new-privileges is off unless set, as in Docker.
-pub const NO_NEW_PRIVILEGES: bool = false;
+/// `containers.*.security_opt`: no-new-privileges is on, except for a
+/// privileged container (Docker turns it on only when asked; berth is
+/// stricter by default, and "no-new-privileges:false" turns it off).
+pub const fn no_new_privileges(privileged: bool) -> bool {
+    !privileged
+}
 /// `containers.*.logging`.
 pub const CONTAINER_LOGGING: ContainerLogging = ContainerLogging {
     console: true,

@@ -579,7 +579,9 @@ impl fmt::Display for NetworkMode {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SecurityOpt {
     /// Set the no_new_privs bit.
-    pub no_new_privileges: bool,
+    /// `None` when not written: then on unless privileged
+    /// ([`crate::defaults::no_new_privileges`]).
+    pub no_new_privileges: Option<bool>,
     /// The seccomp filter.
     pub seccomp: Seccomp,
 }

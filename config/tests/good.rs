@@ -172,7 +172,7 @@ fn full_resolves_every_field() {
     assert_eq!(web.tmpfs[0].mode, Some(0o1777));
     assert_eq!(web.cap_drop, [CapSpec::All]);
     assert_eq!(web.cap_add[0].to_string(), "CAP_NET_BIND_SERVICE");
-    assert!(web.security_opt.no_new_privileges);
+    assert_eq!(web.security_opt.no_new_privileges, Some(true));
     assert_eq!(
         web.security_opt.seccomp,
         Seccomp::Profile("/etc/berth/seccomp/web.json".into())

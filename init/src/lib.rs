@@ -18,6 +18,7 @@ pub mod api;
 pub mod boot;
 pub mod cli;
 pub mod devices;
+pub mod images;
 pub mod logging;
 pub mod pid1;
 pub mod power;

@@ -28,14 +28,13 @@
 //!    program does (pitfall 3).
 //!
 //! berth differs from Docker on purpose in one point: **no_new_privs is on
-//! by default**, and off only for a `privileged` container (unless its
-//! `security_opt` has "no-new-privileges"). Docker sets it only with
+//! by default**, and off for a `privileged` container; `security_opt`
+//! "no-new-privileges:true" or ":false" decides either way. Docker sets it only with
 //! `--security-opt no-new-privileges`. The cost: setuid binaries (`su`,
 //! `sudo`, a setuid `ping`) and file capabilities do not raise privileges
 //! inside a container. The gain: a compromised process cannot gain
 //! privileges through exec, and the default seccomp filter is loaded after
-//! everything else. (The manifest's "no-new-privileges:false" cannot turn it
-//! off: the parsed manifest does not tell it from the default.)
+//! everything else.
 //!
 //! `privileged` means: every capability, no seccomp filter (as in Docker,
 //! where `--privileged` disables seccomp even with a profile given), and no
@@ -170,7 +169,10 @@ impl Security {
             .map_err(Error::Seccomp)?;
         Ok(Security {
             caps: plan,
-            no_new_privs: !privileged || container.security_opt.no_new_privileges,
+            no_new_privs: container
+                .security_opt
+                .no_new_privileges
+                .unwrap_or(berth_config::defaults::no_new_privileges(privileged)),
             seccomp,
         })
     }

@@ -1,0 +1,145 @@
+//! Messages between berth and a container's setup process, over a
+//! SOCK_SEQPACKET socketpair (one message per packet, no framing needed).
+//!
+//! The child sends one [`Failure`] if a step before exec fails, then exits.
+//! Its end is close-on-exec, so a successful exec shows up in the parent as
+//! end-of-stream: no message means the container's program is running.
+//! The parent sends one [`Go`] byte when the host side (network, later) is
+//! ready; the child waits for it just before it drops privileges and execs.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use serde::{Deserialize, Serialize};
+
+/// The byte that releases the child.
+pub const GO: u8 = b'G';
+
+/// The largest message.
+pub const MAX: usize = 4096;
+
+/// A setup step that failed in the child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The step, e.g. "mount /proc", "pivot_root", "exec".
+    pub step: String,
+    /// The path involved, if any.
+    pub path: Option<String>,
+    /// errno, or 0.
+    pub errno: i32,
+    /// More detail, if any.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure from a system call.
+    pub fn sys(step: impl Into<String>, path: Option<&std::path::Path>, errno: Errno) -> Self {
+        Failure {
+            step: step.into(),
+            path: path.map(|p| p.display().to_string()),
+            errno: errno as i32,
+            detail: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.step)?;
+        if let Some(p) = &self.path {
+            write!(f, " {p}")?;
+        }
+        if self.errno != 0 {
+            write!(f, ": {}", Errno::from_raw(self.errno).desc())?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// A connected pair: (parent's end, child's end), both close-on-exec.
+pub fn pair() -> Result<(OwnedFd, OwnedFd), Errno> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
+/// Sends a failure (child side; best effort: the child exits next anyway).
+pub fn send_failure(fd: BorrowedFd<'_>, f: &Failure) {
+    if let Ok(mut bytes) = serde_json::to_vec(f) {
+        bytes.truncate(MAX);
+        let _ = nix::unistd::write(fd, &bytes);
+    }
+}
+
+/// Decodes what the parent read: nothing (exec happened) or a failure.
+pub fn decode(bytes: &[u8]) -> Option<Failure> {
+    if bytes.is_empty() {
+        return None;
+    }
+    Some(serde_json::from_slice(bytes).unwrap_or_else(|_| Failure {
+        step: "setup".into(),
+        path: None,
+        errno: 0,
+        detail: format!("unreadable message from the child ({} bytes)", bytes.len()),
+    }))
+}
+
+/// Waits for the parent's go-ahead (child side). An error or end of stream
+/// means the parent gave up on this container.
+pub fn wait_go(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(fd, &mut b) {
+            Ok(1) if b[0] == GO => return Ok(()),
+            Ok(_) => {
+                return Err(Failure {
+                    step: "wait for berth".into(),
+                    path: None,
+                    errno: 0,
+                    detail: "berth withdrew the start".into(),
+                });
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Failure::sys("wait for berth", None, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn failures_round_trip_and_read_well() {
+        let (a, b) = pair().unwrap();
+        let f = Failure::sys(
+            "exec",
+            Some(std::path::Path::new("/bin/nope")),
+            Errno::ENOENT,
+        );
+        send_failure(b.as_fd(), &f);
+        let mut buf = [0u8; MAX];
+        let n = nix::unistd::read(a.as_fd(), &mut buf).unwrap();
+        assert_eq!(decode(&buf[..n]), Some(f.clone()));
+        assert_eq!(f.to_string(), "exec /bin/nope: No such file or directory");
+        assert_eq!(decode(b""), None);
+    }
+
+    #[test]
+    fn go_releases_and_a_closed_parent_withdraws() {
+        let (a, b) = pair().unwrap();
+        nix::unistd::write(&a, &[GO]).unwrap();
+        assert!(wait_go(b.as_fd()).is_ok());
+        drop(a);
+        let e = wait_go(b.as_fd()).unwrap_err();
+        assert_eq!(e.detail, "berth withdrew the start");
+    }
+}
