@@ -4,7 +4,8 @@
 //! Teardown is guaranteed three ways: [`Vm`]'s `Drop` SIGKILLs and reaps
 //! QEMU (this runs when a test returns, fails with an error, or panics and
 //! unwinds); QEMU carries `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the
-//! test process even when that aborts or is killed (see [`crate::spawn`]);
+//! test process even when that aborts or is killed (forked by a spawner
+//! thread that lives as long as the process, see the crate documentation);
 //! and the per-VM runtime directory (sockets) is removed on drop.
 
 use std::ffi::OsString;
@@ -98,10 +99,17 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = crate::spawn::spawn_tied(cmd).map_err(|source| Error::Spawn {
-            program: config.qemu.clone(),
-            source,
-        })?;
+        let mut child = match crate::spawn::spawn_tied(cmd) {
+            Ok(c) => c,
+            Err(source) => {
+                // Nothing ran: the log holds only the command line.
+                let _ = std::fs::remove_file(log.path());
+                return Err(Error::Spawn {
+                    program: config.qemu.clone(),
+                    source,
+                });
+            }
+        };
         let stdout = child.stdout.take();
         let stderr_pipe = child.stderr.take();
         // From here on, a failure drops `child` inside a Vm or kills it here.
@@ -444,6 +452,15 @@ impl Vm {
     /// (in the guest: `/dev/vportNpM`, named in
     /// `/sys/class/virtio-ports/*/name`). There is one connection per VM,
     /// shared with [`Vm::http`]; this returns a clone of its handle.
+    ///
+    /// What the guest sees (Linux `virtio_console`): while no host
+    /// connection exists, `read` on the port returns 0 (EOF) at once rather
+    /// than blocking (seen here; the driver's source also reports `POLLHUP`
+    /// from `poll` then). So a guest server must treat EOF as "host not
+    /// connected (yet)" and wait, by `poll` or by retrying after a pause,
+    /// instead of exiting; the self-tests retry every 100 ms. Bytes the host
+    /// writes while the guest has the port closed stay queued (QEMU stops
+    /// reading the socket) until the guest opens it.
     pub fn channel(&self) -> Result<UnixStream> {
         let mut guard = lock(&self.http);
         let client = self.http_client(&mut guard)?;

@@ -328,6 +328,30 @@ fn a_panicking_test_leaves_no_qemu_and_keeps_its_log() {
     std::fs::remove_file(&r.log).expect("clean up");
 }
 
+/// In-process, so `PR_SET_PDEATHSIG` cannot be what kills QEMU: the
+/// process lives on, and only `Drop` during unwinding can.
+#[test]
+fn a_panic_unwinding_through_a_vm_kills_its_qemu() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let (vm, _initrd) = boot("unwind", "echo UNWIND-UP; sleep 600", &[], |c| c);
+        tx.send((vm.unique_name().to_owned(), vm.log_path().to_owned()))
+            .expect("send");
+        assert_eq!(processes_with_arg(vm.unique_name()), [vm.pid()]);
+        vm.wait_for("UNWIND-UP", BOOT).expect("marker");
+        panic!("unwinding through the VM");
+    });
+    assert!(thread.join().is_err(), "the thread panicked");
+    let (unique, log) = rx.recv().expect("the thread reported its VM");
+    assert!(
+        processes_with_arg(&unique).is_empty(),
+        "Drop must have killed and reaped {unique}"
+    );
+    let text = std::fs::read_to_string(&log).expect("a panicking test's log is kept");
+    assert!(text.contains("UNWIND-UP"), "{text}");
+    std::fs::remove_file(log).expect("clean up");
+}
+
 #[test]
 fn an_aborting_test_leaves_no_qemu() {
     let r = run_child("child_vm_aborts", "abort");
@@ -674,6 +698,25 @@ fn launch_fails_clearly_on_missing_files_and_bad_qemu() {
         err.to_string(),
         "the kernel /nonexistent/vmlinuz does not exist"
     );
+    // No QEMU binary: a spawn error naming it, and no log left behind.
+    let err = Vm::launch(
+        &VmConfig::kernel("noqemu", &kit.kernel)
+            .accel(Accel::Tcg)
+            .qemu_binary("/nonexistent/qemu"),
+    )
+    .expect_err("no QEMU");
+    assert!(
+        err.to_string()
+            .starts_with("could not start /nonexistent/qemu"),
+        "{err}"
+    );
+    let prefix = format!("noqemu-{}-", std::process::id());
+    let left: Vec<_> = std::fs::read_dir(berth_qemu_test::paths::log_dir())
+        .expect("log dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // QEMU refuses the machine: the error carries its stderr.
     let cfg = VmConfig::kernel("badqemu", &kit.kernel)
         .accel(Accel::Tcg)
