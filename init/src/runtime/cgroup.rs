@@ -42,9 +42,9 @@ pub enum Error {
     },
 }
 
-/// The cgroup directory of a container.
-pub fn path(name: &str) -> PathBuf {
-    Path::new(CONTAINERS).join(name)
+/// The cgroup under which containers' cgroups are made.
+pub fn default_parent() -> PathBuf {
+    PathBuf::from(CONTAINERS)
 }
 
 /// The knob writes that carry `r`'s limits, in order.
@@ -80,10 +80,10 @@ pub fn limits(r: &Resources) -> Vec<(&'static str, String)> {
     w
 }
 
-/// Creates the container's cgroup and writes its limits. A stale cgroup of
-/// the same name (left by a crashed start) is reused.
-pub fn create(sys: &dyn Sys, name: &str, r: &Resources) -> Result<PathBuf, Error> {
-    let dir = path(name);
+/// Creates the container's cgroup under `parent` and writes its limits. A
+/// stale cgroup of the same name (left by a crashed start) is reused.
+pub fn create(sys: &dyn Sys, parent: &Path, name: &str, r: &Resources) -> Result<PathBuf, Error> {
+    let dir = parent.join(name);
     sys.mkdir_all(&dir, 0o755).map_err(|source| Error::Create {
         path: dir.clone(),
         source,
@@ -153,7 +153,7 @@ mod tests {
             io_weight: Some(50),
         };
         let rec = Recorder::default();
-        let dir = create(&rec, "web", &r).unwrap();
+        let dir = create(&rec, &default_parent(), "web", &r).unwrap();
         assert_eq!(dir, Path::new("/sys/fs/cgroup/berth/containers/web"));
         assert_eq!(
             rec.calls(),
@@ -202,7 +202,7 @@ mod tests {
             pids: Some(5),
             ..Default::default()
         };
-        let e = create(&rec, "x", &r).unwrap_err();
+        let e = create(&rec, &default_parent(), "x", &r).unwrap_err();
         assert_eq!(
             e.to_string(),
             "cannot set /sys/fs/cgroup/berth/containers/x/pids.max to \"5\": Invalid argument (os error 22)"

@@ -86,6 +86,8 @@ pub struct Runtime {
     pub dirs: StateDirs,
     /// Where images are found.
     pub store: Store,
+    /// The cgroup2 directory under which each container gets its own.
+    pub cgroups: PathBuf,
     /// The host's /etc/resolv.conf, for containers without `dns`.
     pub host_resolv: String,
 }
@@ -95,6 +97,7 @@ impl Default for Runtime {
         Runtime {
             dirs: StateDirs::default(),
             store: Store::default(),
+            cgroups: cgroup::default_parent(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         }
     }
@@ -208,7 +211,7 @@ impl Runtime {
             .map(|u| (u.name.resource(), u.soft, u.hard))
             .collect();
 
-        let cgroup_dir = cgroup::create(sys, &c.name, &c.resources)?;
+        let cgroup_dir = cgroup::create(sys, &self.cgroups, &c.name, &c.resources)?;
         let cleanup = |e: Error| {
             cgroup::remove(&cgroup_dir);
             let _ = std::fs::remove_dir_all(&run);

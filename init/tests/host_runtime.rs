@@ -1,0 +1,276 @@
+//! The container runtime on the host, as root: real namespaces, overlayfs,
+//! pivot_root and exec of a busybox image built in the test. (cgroup limits
+//! need the guest's pure cgroup v2; here containers go into the host's v2
+//! hierarchy without controllers, which is enough for CLONE_INTO_CGROUP.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use berth::images::Store;
+use berth::runtime::{Launch, Runtime, message, spec::StateDirs};
+use berth::sys::Real;
+
+/// clone3 from a multi-threaded test process: one spawn at a time, so no
+/// other test thread holds a lock the child would need.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "host runtime tests need root (scripts/test runs them as root)"
+    );
+}
+
+struct Host {
+    dir: tempfile::TempDir,
+    runtime: Runtime,
+}
+
+impl Host {
+    fn new() -> Host {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("images/busybox/latest/rootfs");
+        for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in [
+            "sh", "cat", "ls", "echo", "hostname", "touch", "mount", "id", "wc", "head",
+        ] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        std::fs::write(
+            dir.path().join("images/busybox/latest/config.json"),
+            r#"{"Cmd":["sh"],"Env":["PATH=/bin"]}"#,
+        )
+        .unwrap();
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let cgroups = PathBuf::from(format!(
+            "/sys/fs/cgroup/unified/berth-test-{}-{n}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&cgroups).unwrap();
+        let runtime = Runtime {
+            dirs: StateDirs {
+                run: dir.path().join("run"),
+                containers: dir.path().join("containers"),
+                volumes: dir.path().join("volumes"),
+            },
+            store: Store::new(dir.path().join("images")),
+            cgroups,
+            host_resolv: "nameserver 10.0.2.3\n".into(),
+        };
+        Host { dir, runtime }
+    }
+
+    fn container(&self, body: &str) -> berth_config::Container {
+        let src = format!("version = 1\n[containers.c]\nimage = \"busybox\"\n{body}");
+        let m = berth_config::parse(&src, "test.toml").unwrap();
+        m.containers["c"].clone()
+    }
+
+    /// Runs a container to its end: (setup failure, exit code, stdout, stderr).
+    fn run(&self, body: &str) -> (Option<message::Failure>, i32, String, String) {
+        let c = self.container(body);
+        let launch = {
+            let _g = SERIAL.lock().unwrap();
+            self.runtime.spawn(&Real, &c).unwrap()
+        };
+        let Launch {
+            pid,
+            sync,
+            stdout,
+            stderr,
+            cgroup,
+            ..
+        } = launch;
+        let failure = read_sync(sync);
+        let out = read_all(stdout);
+        let err = read_all(stderr);
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let code = match status {
+            nix::sys::wait::WaitStatus::Exited(_, c) => c,
+            nix::sys::wait::WaitStatus::Signaled(_, s, _) => 128 + s as i32,
+            other => panic!("unexpected {other:?}"),
+        };
+        for _ in 0..100 {
+            if self.runtime.cleanup(&c.name, &cgroup) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        (failure, code, out, err)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.runtime.cgroups);
+    }
+}
+
+fn read_sync(fd: OwnedFd) -> Option<message::Failure> {
+    let mut buf = vec![0u8; message::MAX];
+    let n = nix::unistd::read(&fd, &mut buf).unwrap_or(0);
+    message::decode(&buf[..n])
+}
+
+fn read_all(fd: OwnedFd) -> String {
+    let mut s = String::new();
+    std::fs::File::from(fd).read_to_string(&mut s).unwrap();
+    s
+}
+
+fn mountinfo_mentions(p: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(p.to_str().unwrap())
+}
+
+#[test]
+fn a_container_is_pid_1_with_its_own_hostname_and_no_host_processes() {
+    let h = Host::new();
+    let (fail, code, out, err) = h.run(
+        r#"command = ["sh", "-c", "echo pid=$$; hostname; ls /proc | grep -c '^[0-9]'; id -u"]
+hostname = "box""#,
+    );
+    assert_eq!(fail, None, "{err}");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1");
+    assert_eq!(lines[1], "box");
+    // sh and ls (and grep's pipeline partner): a handful, not the host's.
+    let n: u32 = lines[2].parse().unwrap();
+    assert!(n <= 4, "sees {n} processes");
+    assert_eq!(lines[3], "0");
+}
+
+#[test]
+fn a_missing_binary_fails_clearly_and_leaves_nothing_behind() {
+    let h = Host::new();
+    let (fail, code, _, _) = h.run(r#"command = ["/no/such/program"]"#);
+    let f = fail.expect("a setup failure");
+    assert_eq!(f.step, "exec");
+    assert_eq!(
+        f.to_string(),
+        "exec /no/such/program: No such file or directory"
+    );
+    assert_eq!(code, 127);
+    let (fail, _, _, _) = h.run(r#"command = ["nosuchcmd"]"#);
+    assert_eq!(
+        fail.unwrap().to_string(),
+        "exec nosuchcmd: No such file or directory: executable file not found in $PATH"
+    );
+    // Nothing mounted on the host, no runtime files, no cgroup.
+    assert!(!mountinfo_mentions(h.dir.path()));
+    assert!(!h.runtime.dirs.run.join("c").exists());
+    assert!(!h.runtime.cgroups.join("c").exists());
+}
+
+#[test]
+fn read_only_root_rejects_writes_while_tmpfs_accepts_them() {
+    let h = Host::new();
+    let (fail, code, out, _) = h.run(
+        r#"command = ["sh", "-c", "touch /x 2>&1; echo root=$?; touch /tmp/y && echo tmp=$?"]
+read_only = true
+tmpfs = ["/tmp"]"#,
+    );
+    assert_eq!(fail, None);
+    assert_eq!(code, 0);
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("root=1"), "{out}");
+    assert!(out.contains("tmp=0"), "{out}");
+}
+
+#[test]
+fn bind_volume_writes_reach_the_host() {
+    let h = Host::new();
+    let host_dir = h.dir.path().join("shared");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let (fail, code, _, err) = h.run(&format!(
+        r#"command = ["sh", "-c", "echo hello > /data/f"]
+volumes = ["{}:/data"]"#,
+        host_dir.display()
+    ));
+    assert_eq!((fail, code), (None, 0), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("f")).unwrap(),
+        "hello\n"
+    );
+    // A named volume is a directory under the state dir.
+    let (fail, code, _, _) = h.run(
+        r#"command = ["sh", "-c", "echo v > /v/f"]
+volumes = ["vol:/v"]"#,
+    );
+    assert_eq!((fail, code), (None, 0));
+    assert_eq!(
+        std::fs::read_to_string(h.runtime.dirs.volumes.join("vol/f")).unwrap(),
+        "v\n"
+    );
+}
+
+#[test]
+fn masked_and_read_only_paths() {
+    let h = Host::new();
+    // Masked files that this host's kernel has read as empty in a container.
+    let masked: Vec<&str> = [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+    ]
+    .into_iter()
+    .filter(|p| Path::new(p).exists())
+    .collect();
+    assert!(!masked.is_empty(), "no maskable /proc file on this host");
+    assert!(std::fs::read_dir("/sys/firmware").unwrap().next().is_some());
+    let script = format!(
+        "for f in {}; do wc -c < $f; done; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/domainname; echo procsys=$?; touch /sys/x; echo sys=$?",
+        masked.join(" ")
+    );
+    let (fail, code, out, err) = h.run(&format!("command = [\"sh\", \"-c\", {script:?}]"));
+    assert_eq!(fail, None, "{err}");
+    assert_eq!(code, 0, "out={out} err={err}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert!(lines[..masked.len() + 1].iter().all(|l| *l == "0"), "{out}");
+    assert!(out.contains("procsys=1") && out.contains("sys=1"), "{out}");
+    assert!(err.contains("Read-only file system"), "{err}");
+}
+
+#[test]
+fn a_symlinked_proc_in_the_image_is_refused() {
+    let h = Host::new();
+    let rootfs = h.dir.path().join("images/busybox/latest/rootfs");
+    std::fs::remove_dir(rootfs.join("proc")).unwrap();
+    std::os::unix::fs::symlink("/tmp", rootfs.join("proc")).unwrap();
+    let (fail, code, _, _) = h.run(r#"command = ["true"]"#);
+    let f = fail.expect("refused");
+    assert_eq!(f.step, "mount proc");
+    assert_eq!(f.path.as_deref(), Some("proc"));
+    assert_eq!(code, 127);
+}
+
+#[test]
+fn environment_user_and_workdir() {
+    let h = Host::new();
+    let (fail, code, out, err) = h.run(
+        r#"command = ["sh", "-c", "echo $FOO $HOME; id -u; id -g; pwd"]
+environment = { FOO = "bar" }
+user = "nobody"
+working_dir = "/tmp""#,
+    );
+    assert_eq!((fail, code), (None, 0), "{err}");
+    assert_eq!(out, "bar /\n65534\n65534\n/tmp\n");
+}
