@@ -135,6 +135,9 @@ pub(crate) fn read_container(
         .field("stop_grace_period")
         .and_then(|f| f.duration_in(cx, Duration::ZERO, limits::MAX_GRACE))
         .unwrap_or(defaults::STOP_GRACE_PERIOD);
+    let timeout = t
+        .field("timeout")
+        .and_then(|f| f.duration_in(cx, limits::MIN_TIMEOUT, limits::MAX_TIMEOUT));
     let init = read_bool(cx, &t, "init", defaults::INIT);
     let read_only = read_bool(cx, &t, "read_only", defaults::READ_ONLY);
     spans.read_only = t.field("read_only").map(|f| f.span());
@@ -302,6 +305,7 @@ pub(crate) fn read_container(
         healthcheck,
         stop_signal,
         stop_grace_period,
+        timeout,
         init,
         read_only,
         tmpfs,

@@ -116,6 +116,10 @@ pub mod limits {
     pub const MIN_CPUS: f64 = 0.01;
     /// The longest grace period (stop or shutdown).
     pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+    /// The shortest `containers.*.timeout`.
+    pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+    /// The longest `containers.*.timeout`: one day.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
     /// The shortest health check interval and timeout.
     pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(1);
     /// The longest health check interval, timeout or start period.

@@ -64,6 +64,7 @@ pub(crate) const CONTAINER: &[&str] = &[
     "healthcheck",
     "stop_signal",
     "stop_grace_period",
+    "timeout",
     "init",
     "read_only",
     "tmpfs",

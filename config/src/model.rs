@@ -336,6 +336,9 @@ pub struct Container {
     pub stop_signal: Signal,
     /// How long to wait after `stop_signal` before SIGKILL.
     pub stop_grace_period: Duration,
+    /// The longest one run may last; past it berth stops the container and
+    /// the run counts as failed. For one-shot tasks. `None`: no limit.
+    pub timeout: Option<Duration>,
     /// Whether to run a minimal init as its PID 1 (reaps zombies, forwards signals).
     pub init: bool,
     /// Whether its root filesystem is mounted read-only.
