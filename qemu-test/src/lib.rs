@@ -91,6 +91,19 @@
 //! or PM timer) and hangs, in 5 boots of 5 here. `-smp 2` gains little and doubles the CPU two parallel
 //! tests take from two cores, so the default stays 1.
 //!
+//! # QMP and the control channel
+//! [`Vm::launch`] returns once QMP has greeted and negotiated. [`Vm::qmp`]
+//! runs any command; [`Vm::system_powerdown`], [`Vm::system_reset`] and
+//! [`Vm::quit`] wrap the common ones. Events are kept
+//! ([`Vm::qmp_events`]); [`Vm::shutdown_reason`] tells a guest power-off
+//! (`guest-shutdown`) from a reboot or kernel panic under `-no-reboot`
+//! (`guest-reset`), which both end QEMU with status 0.
+//!
+//! The virtio-serial port `berth` is the control channel: [`Vm::http`]
+//! speaks HTTP/1.1 over it (one kept-alive connection per VM, reconnected
+//! after an error), and [`Vm::channel`] hands out the raw stream. See
+//! [`Vm::channel`] for what the guest side sees while the host is away.
+//!
 //! # Accelerator
 //! TCG by default. KVM only with `BERTH_QEMU_ACCEL=kvm`, [`Accel::Kvm`], or
 //! when a 3-second probe boots the kernel under KVM and sees output (cached

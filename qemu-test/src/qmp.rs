@@ -22,6 +22,10 @@ pub(crate) struct Qmp {
     writer: UnixStream,
     next_id: u64,
     events: Vec<Value>,
+    /// A line read in part when a read timed out; the next read goes on.
+    partial: String,
+    /// QEMU closed the connection.
+    closed: bool,
 }
 
 impl Qmp {
@@ -36,6 +40,8 @@ impl Qmp {
             writer,
             next_id: 0,
             events: Vec::new(),
+            partial: String::new(),
+            closed: false,
         };
         let deadline = Instant::now() + timeout;
         let greeting = q.read_message(deadline, "the greeting")?;
@@ -96,8 +102,36 @@ impl Qmp {
         &self.events
     }
 
+    /// Reads the events QEMU has sent, waiting up to `wait` for more, and
+    /// until end of file once QEMU has exited. Replies to commands that
+    /// timed out are dropped.
+    pub(crate) fn drain_events(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while !self.closed {
+            match self.read_message(deadline, "events") {
+                Ok(msg) if msg.get("event").is_some() => self.events.push(msg),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
     fn read_message(&mut self, deadline: Instant, waiting_for: &str) -> Result<Value> {
-        let mut line = String::new();
+        let mut line = std::mem::take(&mut self.partial);
+        let result = self.read_line_into(&mut line, deadline, waiting_for);
+        if result.is_err() {
+            // Keep what came of the line for the next read.
+            self.partial = line;
+        }
+        result
+    }
+
+    fn read_line_into(
+        &mut self,
+        line: &mut String,
+        deadline: Instant,
+        waiting_for: &str,
+    ) -> Result<Value> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -107,8 +141,9 @@ impl Qmp {
                 .get_ref()
                 .set_read_timeout(Some(left))
                 .map_err(|e| Error::io("set a timeout on", &self.path, e))?;
-            match self.reader.read_line(&mut line) {
+            match self.reader.read_line(line) {
                 Ok(0) => {
+                    self.closed = true;
                     return Err(Error::io(
                         "read from",
                         &self.path,
@@ -119,8 +154,9 @@ impl Qmp {
                     ));
                 }
                 Ok(_) if line.ends_with('\n') => {
-                    return serde_json::from_str(&line)
-                        .map_err(|e| self.protocol(format!("bad JSON {line:?}: {e}")));
+                    let text = std::mem::take(line);
+                    return serde_json::from_str(&text)
+                        .map_err(|e| self.protocol(format!("bad JSON {text:?}: {e}")));
                 }
                 // A partial line: the loop reads on and appends.
                 Ok(_) => {}
@@ -205,6 +241,30 @@ mod tests {
         let seen = fake.join().expect("join");
         assert_eq!(seen[0]["execute"], "qmp_capabilities");
         assert_eq!(seen[2]["arguments"]["a"], 1);
+    }
+
+    #[test]
+    fn drains_events_across_partial_lines_until_eof() {
+        let (client, mut server) = UnixStream::pair().expect("pair");
+        let t = Duration::from_secs(5);
+        server.write_all(b"{\"QMP\": {}}\n").expect("greet");
+        // The capabilities reply; its id is 1.
+        server
+            .write_all(b"{\"return\": {}, \"id\": 1}\n")
+            .expect("reply");
+        let mut q = Qmp::handshake(client, Path::new("/x"), t).expect("handshake");
+        server
+            .write_all(b"{\"event\": \"POWERDOWN\"}\n{\"event\": \"SHUT")
+            .expect("events");
+        q.drain_events(Duration::from_millis(200));
+        assert_eq!(q.events().len(), 1);
+        server
+            .write_all(b"DOWN\", \"data\": {\"reason\": \"guest-shutdown\"}}\n")
+            .expect("rest");
+        drop(server);
+        q.drain_events(Duration::from_secs(5));
+        assert_eq!(q.events().len(), 2);
+        assert_eq!(q.events()[1]["data"]["reason"], "guest-shutdown");
     }
 
     #[test]

@@ -417,12 +417,31 @@ impl Vm {
         }
     }
 
-    /// The asynchronous QMP events received so far (while running commands).
+    /// The asynchronous QMP events QEMU has sent so far (`RESET`,
+    /// `POWERDOWN`, `SHUTDOWN`, ...), in order. Reads what is pending first;
+    /// after QEMU exited, that is everything it sent.
     pub fn qmp_events(&self) -> Vec<Value> {
-        lock(&self.qmp)
-            .as_ref()
-            .map(|q| q.events().to_vec())
-            .unwrap_or_default()
+        let mut guard = lock(&self.qmp);
+        match guard.as_mut() {
+            Some(q) => {
+                q.drain_events(Duration::from_millis(50));
+                q.events().to_vec()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Why the guest stopped, from QEMU's last `SHUTDOWN` event:
+    /// `"guest-shutdown"` for a guest power-off, `"guest-reset"` for a guest
+    /// reboot or a kernel panic under `-no-reboot` (both exit QEMU with
+    /// status 0, so this tells them apart), `"host-qmp-quit"`,
+    /// `"host-qmp-system-reset"`, ... `None` if there was none (yet).
+    pub fn shutdown_reason(&self) -> Option<String> {
+        self.qmp_events()
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "SHUTDOWN")
+            .and_then(|e| e["data"]["reason"].as_str().map(str::to_owned))
     }
 
     /// Presses the ACPI power button (QMP `system_powerdown`).

@@ -130,6 +130,7 @@ poweroff -f
         .expect("the guest read the byte");
     let exit = vm.wait_exit(BOOT).expect("QEMU exits after poweroff");
     assert!(exit.success(), "{exit:?}");
+    assert_eq!(vm.shutdown_reason().as_deref(), Some("guest-shutdown"));
     assert!(vm.console().contains("HARNESS-READY\n"));
 }
 
@@ -684,6 +685,8 @@ fn a_kernel_panic_ends_qemu_and_fails_waits_at_once() {
         exit.success(),
         "-no-reboot turns the panic reboot into exit 0: {exit:?}"
     );
+    // Exit status 0 as for a power-off; the SHUTDOWN reason tells them apart.
+    assert_eq!(vm.shutdown_reason().as_deref(), Some("guest-reset"));
     let log = vm.log_path().to_owned();
     drop(vm);
     std::fs::remove_file(log).expect("the failed wait kept the log");
