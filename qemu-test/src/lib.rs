@@ -64,17 +64,17 @@
 //! turns it off. A guest power-off always ends QEMU, with status 0.
 //!
 //! Measured here (QEMU 7.2 TCG, Debian cloud kernel 6.1, 512 MiB, busybox
-//! initramfs loading virtio modules; this crate's `boot_timings` test, 5
-//! rounds interleaving the machine types, on 2 cores shared with other
-//! builds, load average about 3): wall time from spawning QEMU to the first
-//! line `/init` prints, and the guest's uptime then.
+//! initramfs loading virtio modules; this crate's `boot_timings` test, which
+//! interleaves the machine types round by round, on 2 cores shared with
+//! other engineers' builds): wall time from spawning QEMU to the first line
+//! `/init` prints, median (range), and the guest's uptime then.
 //!
-//! | machine | smp | median to `/init` | range | guest uptime at `/init` |
+//! | machine | smp | light load (10 rounds) | heavy load, ~3 (5 rounds) | guest uptime at `/init`, light |
 //! | --- | --- | --- | --- | --- |
-//! | microvm | 1 | 4.2 s | 2.9–5.3 s | 2.2–3.8 s |
-//! | q35 | 1 | 6.0 s | 4.1–8.1 s | 3.3–5.6 s |
-//! | pc | 1 | 6.0 s | 5.2–7.6 s | 3.9–5.6 s |
-//! | q35 | 2 | 5.4 s | 4.2–6.6 s | 3.0–5.1 s |
+//! | microvm | 1 | 3.4 s (2.9–4.2) | 4.2 s (2.9–5.3) | 2.1–3.3 s |
+//! | q35 | 1 | 4.0 s (2.8–4.5) | 6.0 s (4.1–8.1) | 2.2–3.3 s |
+//! | pc | 1 | 4.1 s (3.1–4.8) | 6.0 s (5.2–7.6) | 2.3–3.7 s |
+//! | q35 | 2 | 3.6 s (2.8–4.1) | 5.4 s (4.2–6.6) | 2.3–3.1 s |
 //!
 //! So microvm is the default for kernel boots ([`Machine`]); q35 for EFI
 //! boots; `BERTH_QEMU_MACHINE=q35` (or `pc`) runs a whole suite on another
@@ -88,8 +88,9 @@
 //! appends `tsc_early_khz=2000000 tsc=reliable`
 //! ([`config::MICROVM_TCG_CMDLINE`]): without it the kernel fails to
 //! calibrate the TSC against the PIT on a loaded host (microvm has no HPET
-//! or PM timer) and hangs, in 5 boots of 5 here. `-smp 2` gains little and doubles the CPU two parallel
-//! tests take from two cores, so the default stays 1.
+//! or PM timer) and hangs, in 5 boots of 5 here. With both, 0 of the 30
+//! microvm boots timed above hung. `-smp 2` gains little and doubles the
+//! CPU that two parallel tests take from two cores, so the default stays 1.
 //!
 //! # QMP and the control channel
 //! [`Vm::launch`] returns once QMP has greeted and negotiated. [`Vm::qmp`]
