@@ -25,9 +25,18 @@ use crate::sys::{Real, Sys};
 pub use cmdline::Cmdline;
 
 /// Modules berth itself needs at boot: overlayfs for container roots, the
-/// virtio PCI transport and console for the control channel, and the ACPI
-/// button with evdev so that a power button press reaches berth.
-pub const BOOT_MODULES: [&str; 5] = ["overlay", "virtio_pci", "virtio_console", "button", "evdev"];
+/// virtio transports (PCI, and MMIO for microvm-style machines) and the
+/// virtio console for the control channel, and the ACPI button with evdev
+/// so that a power button press reaches berth. A transport with no device
+/// loads in an instant.
+pub const BOOT_MODULES: [&str; 6] = [
+    "overlay",
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_console",
+    "button",
+    "evdev",
+];
 
 /// What boot leaves for the supervisor.
 #[derive(Debug)]

@@ -164,6 +164,22 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
+/// Shows one line of a container's output on the console, prefixed with
+/// the container's name (stderr lines are marked).
+pub fn container_line(name: &str, stream: crate::supervisor::output::Stream, line: &str) {
+    let t = uptime();
+    let mark = match stream {
+        crate::supervisor::output::Stream::Out => "|",
+        crate::supervisor::output::Stream::Err => "!",
+    };
+    let text = format!(
+        "[{:>5}.{:03}] {name} {mark} {line}\n",
+        t.as_secs(),
+        t.subsec_millis()
+    );
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
 /// Writes a line straight to the console, bypassing the logger's lock: for the
 /// panic hook, which may run while the logger is held.
 pub fn emergency(msg: &str) {

@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod exec;
 pub mod fs;
 pub mod message;
 pub mod rootfs;
@@ -77,6 +78,22 @@ pub struct Launch {
     pub stdout: OwnedFd,
     /// The read end of the container's stderr.
     pub stderr: OwnedFd,
+    /// What a command run in the container later needs (health checks,
+    /// `berth exec`): its user, security, environment and working directory.
+    pub context: ExecContext,
+}
+
+/// What commands run inside a running container share with it.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    /// The user.
+    pub ids: user::Ids,
+    /// Capabilities, no_new_privs, seccomp.
+    pub security: security::Security,
+    /// The environment.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub cwd: PathBuf,
 }
 
 /// What the runtime needs from the host.
@@ -282,6 +299,12 @@ impl Runtime {
             sync: parent_sync,
             stdout: out_r,
             stderr: err_r,
+            context: ExecContext {
+                ids,
+                security,
+                env: spec.env,
+                cwd: spec.cwd,
+            },
         })
     }
 

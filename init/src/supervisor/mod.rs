@@ -7,7 +7,12 @@
 //! source wakes the loop when it has something. The loop returns the
 //! [`Action`] that ends the machine; the caller then shuts down.
 
+pub mod containers;
+pub mod machine;
+pub mod output;
 pub mod reaper;
+
+pub use machine::State;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -22,6 +27,7 @@ use crate::boot::Booted;
 use crate::devices::{self, Uevent};
 use crate::logging;
 use crate::power::{Action, button, shutdown};
+use crate::runtime::Runtime;
 
 /// The name of the virtio-serial port that carries the API.
 pub const CONTROL_PORT: &str = "berth";
@@ -29,21 +35,30 @@ pub const CONTROL_PORT: &str = "berth";
 /// How long shutdown may take beyond the containers' own grace.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(10);
 
+/// The signals PID 1 handles; one that cannot be installed is `None` and
+/// never fires (logged at start).
 struct Signals {
-    chld: Signal,
-    term: Signal,
-    pwr: Signal,
-    int: Signal,
+    chld: Option<Signal>,
+    term: Option<Signal>,
+    pwr: Option<Signal>,
+    int: Option<Signal>,
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        Ok(Signals {
-            chld: signal(SignalKind::child())?,
-            term: signal(SignalKind::terminate())?,
-            pwr: signal(SignalKind::from_raw(libc::SIGPWR))?,
-            int: signal(SignalKind::interrupt())?,
-        })
+    fn new() -> Signals {
+        let one = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot handle {name}: {e}");
+                None
+            }
+        };
+        Signals {
+            chld: one(SignalKind::child(), "SIGCHLD"),
+            term: one(SignalKind::terminate(), "SIGTERM"),
+            pwr: one(SignalKind::from_raw(libc::SIGPWR), "SIGPWR"),
+            int: one(SignalKind::interrupt(), "SIGINT"),
+        }
     }
 }
 
@@ -53,19 +68,15 @@ struct Supervisor {
     ready_at: Duration,
     reaper: reaper::Reaper,
     commands: Commands,
+    containers: containers::Containers,
     /// Devices already being served or watched, by devname.
     claimed: BTreeSet<String>,
 }
 
-/// Runs the event loop until the machine must end, and returns how.
+/// Runs the event loop until the machine must end, and returns how. The
+/// containers have stopped when it returns.
 pub async fn run(booted: Booted) -> Action {
-    let signals = match Signals::new() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}; signals will be ignored");
-            None
-        }
-    };
+    let mut signals = Signals::new();
     let uevents = match devices::Listener::open() {
         Ok(l) => Some(l),
         Err(e) => {
@@ -74,11 +85,18 @@ pub async fn run(booted: Booted) -> Action {
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (ctx, mut crx) = mpsc::unbounded_channel();
+    let containers: Vec<berth_config::Container> = booted
+        .manifest
+        .as_ref()
+        .map(|m| m.containers.values().cloned().collect())
+        .unwrap_or_default();
     let mut sup = Supervisor {
         ready_at: Duration::ZERO,
         booted,
         reaper: reaper::Reaper::default(),
         commands: tx,
+        containers: containers::Containers::new(containers, Runtime::default(), ctx),
         claimed: BTreeSet::new(),
     };
     for ev in devices::scan("virtio-ports")
@@ -88,28 +106,49 @@ pub async fn run(booted: Booted) -> Action {
         sup.device(&ev);
     }
     sup.ready();
+    sup.containers.start(&mut sup.reaper);
 
-    let Some(mut sig) = signals else {
-        // Without signals, the API and devices still work.
-        loop {
-            tokio::select! {
-                Some(c) = rx.recv() => if let Some(a) = sup.command(c) { return sup.stop(a) },
-                Some(ev) = next_uevent(uevents.as_ref()) => sup.device(&ev),
-            }
-        }
-    };
-    loop {
+    // Run until something asks the machine to end.
+    let action = loop {
         tokio::select! {
-            _ = sig.chld.recv() => {
-                let n = sup.reaper.reap();
-                log::debug!("reaped {n} process(es)");
-            }
-            _ = sig.term.recv() => return sup.stop_because(Action::Poweroff, "SIGTERM"),
-            _ = sig.pwr.recv() => return sup.stop_because(Action::Poweroff, "SIGPWR"),
-            _ = sig.int.recv() => return sup.stop_because(Action::Reboot, "SIGINT (Ctrl-Alt-Del)"),
-            Some(c) = rx.recv() => if let Some(a) = sup.command(c) { return sup.stop(a) },
+            Some(()) = recv(signals.chld.as_mut()) => sup.reap(),
+            Some(()) = recv(signals.term.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGTERM"),
+            Some(()) = recv(signals.pwr.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGPWR"),
+            Some(()) = recv(signals.int.as_mut()) => break sup.stop_because(Action::Reboot, "SIGINT (Ctrl-Alt-Del)"),
+            Some(c) = rx.recv() => if let Some(a) = sup.command(c) { break sup.stop(a) },
+            Some(ev) = crx.recv() => sup.containers.handle(ev, &mut sup.reaper),
             Some(ev) = next_uevent(uevents.as_ref()) => sup.device(&ev),
         }
+    };
+
+    // Stop the containers in reverse dependency order, within the host's
+    // shutdown grace; then kill what is left.
+    sup.containers
+        .handle(machine::Event::Shutdown, &mut sup.reaper);
+    let grace = sup.grace();
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    let mut killed = false;
+    while !sup.containers.all_down() {
+        tokio::select! {
+            Some(()) = recv(signals.chld.as_mut()) => sup.reap(),
+            Some(ev) = crx.recv() => sup.containers.handle(ev, &mut sup.reaper),
+            Some(c) = rx.recv() => { sup.command(c); }
+            () = &mut deadline, if !killed => {
+                log::warn!("containers still running after {} s; killing them", grace.as_secs());
+                sup.containers.handle(machine::Event::KillAll, &mut sup.reaper);
+                killed = true;
+            }
+        }
+    }
+    action
+}
+
+/// The next delivery of a signal, or never if signals are unavailable.
+async fn recv(s: Option<&mut Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -159,17 +198,25 @@ impl Supervisor {
         self.stop(a)
     }
 
-    /// Begins shutdown: arms its deadline and stops what runs.
-    fn stop(&mut self, a: Action) -> Action {
-        let grace = self
-            .booted
+    /// How long containers get to stop at shutdown.
+    fn grace(&self) -> Duration {
+        self.booted
             .manifest
             .as_ref()
             .map(|m| m.host.shutdown_grace)
-            .unwrap_or(Duration::from_secs(30));
-        shutdown::arm_deadline(a, grace + SHUTDOWN_SLACK);
-        self.reaper.reap();
+            .unwrap_or(berth_config::defaults::SHUTDOWN_GRACE)
+    }
+
+    /// Begins shutdown: arms its hard deadline, after which the machine
+    /// ends whatever still runs.
+    fn stop(&mut self, a: Action) -> Action {
+        shutdown::arm_deadline(a, self.grace() + SHUTDOWN_SLACK);
         a
+    }
+
+    fn reap(&mut self) {
+        let n = self.reaper.reap();
+        log::trace!("reaped {n} process(es)");
     }
 
     fn device(&mut self, ev: &Uevent) {

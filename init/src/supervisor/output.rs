@@ -36,7 +36,8 @@ impl Lines {
             if self.partial.len() < MAX_LINE {
                 let room = MAX_LINE - self.partial.len();
                 let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-                self.partial.extend_from_slice(&body[..body.len().min(room)]);
+                self.partial
+                    .extend_from_slice(&body[..body.len().min(room)]);
             }
             if chunk.ends_with(b"\n") {
                 out.push(String::from_utf8_lossy(&self.partial).into_owned());
@@ -68,7 +69,9 @@ pub async fn pump(fd: OwnedFd, mut sink: impl FnMut(&str)) {
         let Ok(mut guard) = fd.readable().await else {
             break;
         };
-        match guard.try_io(|f| nix::unistd::read(f.get_ref(), &mut buf).map_err(std::io::Error::from)) {
+        match guard
+            .try_io(|f| nix::unistd::read(f.get_ref(), &mut buf).map_err(std::io::Error::from))
+        {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => {
                 for line in lines.feed(&buf[..n]) {
@@ -86,7 +89,7 @@ pub async fn pump(fd: OwnedFd, mut sink: impl FnMut(&str)) {
 }
 
 fn set_nonblocking(fd: OwnedFd) -> std::io::Result<OwnedFd> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let flags = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL)?);
     fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(fd)
@@ -122,7 +125,10 @@ mod tests {
 
     #[test]
     fn pump_reads_a_pipe_to_the_end() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let (r, w) = nix::unistd::pipe().unwrap();
         nix::unistd::write(&w, b"one\ntwo\nthree").unwrap();
         drop(w);

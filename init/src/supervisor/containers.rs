@@ -1,0 +1,294 @@
+//! The containers' driver: carries out the [`machine`](super::machine)'s
+//! actions with the runtime, and turns what happens (setup outcomes, exits,
+//! timers, health check results) back into machine events.
+//!
+//! Nothing here waits in line: every wait (a setup outcome, an exit, a
+//! timer, a check) is its own small task on PID 1's single-threaded loop,
+//! which reports back through one channel.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use berth_config::{Container, HealthTest};
+use tokio::sync::mpsc;
+
+use super::machine::{Action, Event, Machine};
+use super::output;
+use super::reaper::{Exit, Reaper};
+use crate::runtime::{self, ExecContext, Runtime, exec};
+use crate::sys::Real;
+
+/// The most output of a health check that is kept.
+const CHECK_OUTPUT: usize = 4096;
+
+/// A container's current process.
+#[derive(Debug)]
+struct Live {
+    pid: i32,
+    cgroup: PathBuf,
+    context: ExecContext,
+}
+
+/// The containers and their processes.
+pub struct Containers {
+    machine: Machine,
+    runtime: Runtime,
+    live: BTreeMap<String, Live>,
+    /// Cgroups of ended runs not yet removed (the kernel releases a cgroup
+    /// a moment after its last process).
+    stale: BTreeMap<String, PathBuf>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Containers {
+    /// Drives `containers`; events come back on `events`' receiver.
+    pub fn new(
+        containers: impl IntoIterator<Item = Container>,
+        runtime: Runtime,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Containers {
+        Containers {
+            machine: Machine::new(containers),
+            runtime,
+            live: BTreeMap::new(),
+            stale: BTreeMap::new(),
+            events,
+        }
+    }
+
+    /// The state machine, for status and the API.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// The pid of a container's process, if it has one.
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        self.live.get(name).map(|l| l.pid)
+    }
+
+    /// Starts what can start.
+    pub fn start(&mut self, reaper: &mut Reaper) {
+        let actions = self.machine.start(Instant::now());
+        self.execute(actions, reaper);
+    }
+
+    /// Takes one event.
+    pub fn handle(&mut self, event: Event, reaper: &mut Reaper) {
+        if let Event::Exited { name, .. } = &event
+            && let Some(l) = self.live.remove(name)
+        {
+            self.stale.insert(name.clone(), l.cgroup);
+        }
+        let actions = self.machine.handle(Instant::now(), event);
+        self.execute(actions, reaper);
+    }
+
+    /// Whether every container's process has ended.
+    pub fn all_down(&self) -> bool {
+        self.machine.all_down()
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, reaper: &mut Reaper) {
+        for a in actions {
+            match a {
+                Action::Spawn(name) => self.spawn(&name, reaper),
+                Action::Signal { name, signal } => {
+                    if let Some(l) = self.live.get(&name) {
+                        // SAFETY: kill(2) with a pid berth started and has not
+                        // reaped yet, so it cannot name another process.
+                        unsafe { libc::kill(l.pid, signal) };
+                    }
+                }
+                Action::Timer {
+                    name,
+                    generation,
+                    kind,
+                    after,
+                } => {
+                    let tx = self.events.clone();
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(Event::Timer {
+                            name,
+                            generation,
+                            kind,
+                        });
+                    });
+                }
+                Action::Check { name, generation } => self.check(&name, generation, reaper),
+                Action::Cleanup(name) => self.cleanup(name),
+            }
+        }
+    }
+
+    fn spawn(&mut self, name: &str, reaper: &mut Reaper) {
+        let Some(unit) = self.machine.unit(name) else {
+            return;
+        };
+        let config = unit.config.clone();
+        let launch = match self.runtime.spawn(&Real, &config) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("{name}: cannot start: {e}");
+                let _ = self.events.send(Event::SpawnFailed {
+                    name: name.to_string(),
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
+        let exit = reaper.watch(launch.pid);
+        let tx = self.events.clone();
+        let n = name.to_string();
+        let cgroup = launch.cgroup.clone();
+        tokio::task::spawn_local(async move {
+            let Ok(exit) = exit.await else {
+                return;
+            };
+            let oom = runtime::cgroup::oom_kills(&cgroup) > 0;
+            let _ = tx.send(Event::Exited { name: n, exit, oom });
+        });
+
+        let tx = self.events.clone();
+        let n = name.to_string();
+        let spawned = launch.spawned;
+        let pid = launch.pid;
+        tokio::task::spawn_local(async move {
+            match runtime::setup_outcome(launch.sync).await {
+                None => {
+                    log::debug!(
+                        "{n}: program running, pid {pid}, {:.1} ms after spawn",
+                        spawned.elapsed().as_secs_f64() * 1e3
+                    );
+                    let _ = tx.send(Event::Running { name: n });
+                }
+                Some(f) => {
+                    log::error!("{n}: cannot start: {f}");
+                    let _ = tx.send(Event::SetupFailed {
+                        name: n,
+                        error: f.to_string(),
+                    });
+                }
+            }
+        });
+        for (fd, stream) in [
+            (launch.stdout, output::Stream::Out),
+            (launch.stderr, output::Stream::Err),
+        ] {
+            let n = name.to_string();
+            tokio::task::spawn_local(output::pump(fd, move |line| {
+                crate::logging::container_line(&n, stream, line)
+            }));
+        }
+        self.live.insert(
+            name.to_string(),
+            Live {
+                pid,
+                cgroup: launch.cgroup,
+                context: launch.context,
+            },
+        );
+    }
+
+    fn cleanup(&mut self, name: String) {
+        let Some(cgroup) = self.stale.remove(&name) else {
+            return;
+        };
+        if self.runtime.cleanup(&name, &cgroup) {
+            return;
+        }
+        // Not released yet: try again shortly, a few times.
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_local(async move {
+            for _ in 0..50 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if runtime.cleanup(&name, &cgroup) {
+                    return;
+                }
+            }
+            log::warn!("{name}: cgroup {} not removed", cgroup.display());
+        });
+    }
+
+    fn check(&mut self, name: &str, generation: u64, reaper: &mut Reaper) {
+        let (Some(l), Some(unit)) = (self.live.get(name), self.machine.unit(name)) else {
+            return;
+        };
+        let Some(h) = unit.config.healthcheck.clone() else {
+            return;
+        };
+        let argv = match &h.test {
+            HealthTest::Cmd(a) => a.clone(),
+            HealthTest::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        };
+        let tx = self.events.clone();
+        let n = name.to_string();
+        let report = move |ok: bool, why: &str| {
+            if !ok {
+                log::debug!("{n}: health check failed: {why}");
+            }
+            let _ = tx.send(Event::Health {
+                name: n,
+                generation,
+                ok,
+            });
+        };
+        let pipe = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => return report(false, &format!("pipe: {e}")),
+        };
+        let null: OwnedFd = match std::fs::File::open("/dev/null") {
+            Ok(f) => f.into(),
+            Err(e) => return report(false, &format!("/dev/null: {e}")),
+        };
+        let target = exec::Target {
+            pid: l.pid,
+            cgroup: &l.cgroup,
+            ids: &l.context.ids,
+            security: &l.context.security,
+            env: &l.context.env,
+            cwd: &l.context.cwd,
+        };
+        let started = match exec::spawn(
+            &target,
+            &argv,
+            [null.as_fd(), pipe.1.as_fd(), pipe.1.as_fd()],
+        ) {
+            Ok(s) => s,
+            Err(e) => return report(false, &e.to_string()),
+        };
+        drop(pipe.1);
+        let exit = reaper.watch(started.pid);
+        let pid = started.pid;
+        let timeout = h.timeout;
+        tokio::task::spawn_local(async move {
+            let mut out = String::new();
+            let read = output::pump(pipe.0, |line| {
+                if out.len() < CHECK_OUTPUT {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            });
+            let run = async {
+                read.await;
+                exit.await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(Ok(Exit::Code(0))) => report(true, ""),
+                Ok(Ok(e)) => report(false, &format!("{e}: {}", out.trim_end())),
+                Ok(Err(_)) => report(false, "lost its exit status"),
+                Err(_) => {
+                    // SAFETY: kill(2) on the check's pid; if it already
+                    // exited unreaped it is a zombie, which ignores it.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    report(
+                        false,
+                        &format!("timed out after {} s", timeout.as_secs_f64()),
+                    );
+                }
+            }
+        });
+    }
+}
