@@ -205,6 +205,15 @@ pub(crate) fn read_container(
         );
         spans.ports.clear();
     }
+    let pid_host = t
+        .field("pid")
+        .and_then(|f| {
+            f.parse(cx, |s| match s {
+                "host" => Ok(true),
+                _ => Err(format!("unknown pid mode {s:?}; expected \"host\"")),
+            })
+        })
+        .unwrap_or(false);
     let hostname_field = t.field("hostname");
     let mut hostname = hostname_field
         .as_ref()
@@ -312,6 +321,7 @@ pub(crate) fn read_container(
         volumes,
         ports: spans.ports.iter().map(|(p, _)| p.clone()).collect(),
         network_mode,
+        pid_host,
         hostname,
         dns,
         dns_search,

@@ -71,6 +71,7 @@ pub(crate) const CONTAINER: &[&str] = &[
     "volumes",
     "ports",
     "network_mode",
+    "pid",
     "hostname",
     "dns",
     "dns_search",

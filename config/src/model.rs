@@ -351,6 +351,10 @@ pub struct Container {
     pub ports: Vec<PortMapping>,
     /// Its network namespace.
     pub network_mode: NetworkMode,
+    /// Whether it shares the host's PID namespace (`pid = "host"`): it sees
+    /// every process, and as root may signal them, PID 1 included. For
+    /// node agents; off by default.
+    pub pid_host: bool,
     /// Its hostname: the one written, or its name. `None` when it shares
     /// another namespace's (`network_mode` "host" or "service:…").
     pub hostname: Option<String>,

@@ -274,3 +274,17 @@ working_dir = "/tmp""#,
     assert_eq!((fail, code), (None, 0), "{err}");
     assert_eq!(out, "bar /\n65534\n65534\n/tmp\n");
 }
+
+#[test]
+fn pid_host_shares_the_host_pid_namespace() {
+    let h = Host::new();
+    let me = std::process::id();
+    let (fail, code, out, err) = h.run(&format!(
+        r#"command = ["sh", "-c", "test -d /proc/{me} && echo sees-host; echo $$"]
+pid = "host""#
+    ));
+    assert_eq!((fail, code), (None, 0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "sees-host");
+    assert_ne!(lines[1], "1");
+}

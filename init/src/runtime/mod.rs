@@ -258,13 +258,14 @@ impl Runtime {
             .map_err(|e| cleanup(prepare_err(Path::new("/dev/null"))(e)))?
             .into();
 
-        let mut flags = (libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWCGROUP) as u64;
+        let mut flags =
+            (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWCGROUP)
+                as u64;
         if spec.own_netns {
             flags |= libc::CLONE_NEWNET as u64;
+        }
+        if !c.pid_host {
+            flags |= libc::CLONE_NEWPID as u64;
         }
         let cx = child::Context {
             spec: &spec,
