@@ -31,7 +31,11 @@ pub(crate) fn default_host() -> Host {
         storage: Storage::default(),
         logging: Logging {
             console: defaults::LOG_CONSOLE,
-            files: None,
+            files: Some(LogFiles {
+                dir: PathBuf::from(defaults::LOG_DIR),
+                max_size: defaults::LOG_MAX_SIZE,
+                max_files: defaults::LOG_MAX_FILES,
+            }),
             syslog: None,
         },
         watchdog: None,

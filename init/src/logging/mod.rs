@@ -7,6 +7,10 @@
 //! records whose level is below its console loglevel, so for those berth does
 //! not write the console line too, and no line shows twice.
 
+pub mod container;
+pub mod files;
+pub mod syslog;
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,6 +24,8 @@ const KMSG_MAX: usize = 900;
 struct Sinks {
     /// /dev/kmsg, once attached.
     kmsg: Option<File>,
+    /// berth.log, once configured.
+    file: Option<files::Rotating>,
     /// The kernel's console loglevel: kmsg records below it reach the console
     /// through the kernel.
     kernel_echo_below: u8,
@@ -32,6 +38,7 @@ struct Logger {
 static LOGGER: Logger = Logger {
     sinks: Mutex::new(Sinks {
         kmsg: None,
+        file: None,
         kernel_echo_below: 0,
     }),
 };
@@ -75,6 +82,27 @@ pub fn attach_kmsg() {
     if let Ok(mut s) = LOGGER.sinks.lock() {
         s.kmsg = kmsg.ok();
         s.kernel_echo_below = echo;
+    }
+}
+
+/// Starts berth's own log file (`berth.log` in the files' directory) and
+/// remote syslog, as the manifest says. Runs in the event loop.
+pub fn configure(l: &berth_config::Logging, hostname: &str) {
+    if let Some(f) = &l.files
+        && let Ok(mut s) = LOGGER.sinks.lock()
+    {
+        s.file = Some(files::Rotating::new(
+            &f.dir,
+            "berth",
+            f.max_size,
+            f.max_files,
+        ));
+    }
+    if let Some(cfg) = &l.syslog {
+        match syslog::start(cfg, hostname) {
+            Ok(what) => log::info!("forwarding logs to syslog, {what}"),
+            Err(e) => log::error!("no remote syslog: {e}"),
+        }
     }
 }
 
@@ -130,9 +158,22 @@ impl Log for Logger {
         }
         let body = body(record.level(), record.target(), record.args());
         let level = syslog_level(record.level());
+        if syslog::enabled() {
+            let l = match record.level() {
+                Level::Error => syslog::Level::Error,
+                Level::Warn => syslog::Level::Warning,
+                Level::Info => syslog::Level::Info,
+                Level::Debug | Level::Trace => syslog::Level::Debug,
+            };
+            syslog::send("berth", 1, l, &body);
+        }
         let Ok(mut sinks) = self.sinks.lock() else {
             return;
         };
+        if let Some(f) = sinks.file.as_mut() {
+            // A failure here cannot be logged through the logger itself.
+            let _ = f.write(files::line(std::time::SystemTime::now(), "berth", &body).as_bytes());
+        }
         let mut echoed = false;
         if let Some(k) = sinks.kmsg.as_mut() {
             let mut line = format!("<{level}>berth: {body}");
@@ -164,19 +205,25 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
-/// Shows one line of a container's output on the console, prefixed with
-/// the container's name (stderr lines are marked).
-pub fn container_line(name: &str, stream: crate::supervisor::output::Stream, line: &str) {
+/// Shows lines of a container's output on the console, each prefixed with
+/// the container's name (stdout with `|`, stderr with `!`), in one write.
+pub fn container_lines(name: &str, stream: crate::supervisor::output::Stream, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
     let t = uptime();
     let mark = match stream {
         crate::supervisor::output::Stream::Out => "|",
         crate::supervisor::output::Stream::Err => "!",
     };
-    let text = format!(
-        "[{:>5}.{:03}] {name} {mark} {line}\n",
-        t.as_secs(),
-        t.subsec_millis()
-    );
+    let mut text = String::new();
+    for line in lines {
+        text += &format!(
+            "[{:>5}.{:03}] {name} {mark} {line}\n",
+            t.as_secs(),
+            t.subsec_millis()
+        );
+    }
     let _ = std::io::stderr().write_all(text.as_bytes());
 }
 

@@ -6,17 +6,20 @@
 //! timer, a check) is its own small task on PID 1's single-threaded loop,
 //! which reports back through one channel.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use berth_config::{Container, HealthTest};
+use berth_config::{Container, HealthTest, LogFiles};
 use tokio::sync::mpsc;
 
 use super::machine::{Action, Event, Machine};
 use super::output;
 use super::reaper::{Exit, Reaper};
+use crate::logging::container::ContainerLog;
 use crate::runtime::{self, ExecContext, Runtime, exec};
 use crate::sys::Real;
 
@@ -40,6 +43,10 @@ pub struct Containers {
     /// a moment after its last process).
     stale: BTreeMap<String, PathBuf>,
     events: mpsc::UnboundedSender<Event>,
+    /// Each container's log, kept across its restarts.
+    logs: BTreeMap<String, Rc<RefCell<ContainerLog>>>,
+    /// The host's log file settings.
+    files: Option<LogFiles>,
 }
 
 impl Containers {
@@ -47,6 +54,7 @@ impl Containers {
     pub fn new(
         containers: impl IntoIterator<Item = Container>,
         runtime: Runtime,
+        files: Option<LogFiles>,
         events: mpsc::UnboundedSender<Event>,
     ) -> Containers {
         Containers {
@@ -55,6 +63,8 @@ impl Containers {
             live: BTreeMap::new(),
             stale: BTreeMap::new(),
             events,
+            logs: BTreeMap::new(),
+            files,
         }
     }
 
@@ -173,13 +183,25 @@ impl Containers {
                 }
             }
         });
+        let log = self
+            .logs
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Rc::new(RefCell::new(ContainerLog::new(
+                    name,
+                    &config.logging,
+                    self.files.as_ref(),
+                )))
+            })
+            .clone();
+        log.borrow_mut().pid = pid as u32;
         for (fd, stream) in [
             (launch.stdout, output::Stream::Out),
             (launch.stderr, output::Stream::Err),
         ] {
-            let n = name.to_string();
-            tokio::task::spawn_local(output::pump(fd, move |line| {
-                crate::logging::container_line(&n, stream, line)
+            let log = log.clone();
+            tokio::task::spawn_local(output::pump(fd, move |lines| {
+                log.borrow_mut().lines(stream, lines)
             }));
         }
         self.live.insert(
@@ -265,10 +287,12 @@ impl Containers {
         let timeout = h.timeout;
         tokio::task::spawn_local(async move {
             let mut out = String::new();
-            let read = output::pump(pipe.0, |line| {
-                if out.len() < CHECK_OUTPUT {
-                    out.push_str(line);
-                    out.push('\n');
+            let read = output::pump(pipe.0, |lines| {
+                for line in lines {
+                    if out.len() < CHECK_OUTPUT {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
                 }
             });
             let run = async {

@@ -91,12 +91,24 @@ pub async fn run(booted: Booted) -> Action {
         .as_ref()
         .map(|m| m.containers.values().cloned().collect())
         .unwrap_or_default();
+    let files = booted
+        .manifest
+        .as_ref()
+        .ok()
+        .and_then(|m| m.host.logging.files.clone());
+    if let Ok(m) = &booted.manifest {
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        crate::logging::configure(&m.host.logging, &hostname);
+    }
     let mut sup = Supervisor {
         ready_at: Duration::ZERO,
         booted,
         reaper: reaper::Reaper::default(),
         commands: tx,
-        containers: containers::Containers::new(containers, Runtime::default(), ctx),
+        containers: containers::Containers::new(containers, Runtime::default(), files, ctx),
         claimed: BTreeSet::new(),
     };
     for ev in devices::scan("virtio-ports")

@@ -58,8 +58,9 @@ impl Lines {
     }
 }
 
-/// Reads one pipe until end of stream, passing each line to `sink`.
-pub async fn pump(fd: OwnedFd, mut sink: impl FnMut(&str)) {
+/// Reads one pipe until end of stream, passing the lines of each chunk read
+/// to `sink` together.
+pub async fn pump(fd: OwnedFd, mut sink: impl FnMut(&[String])) {
     let Ok(fd) = set_nonblocking(fd).and_then(crate::sys::async_fd) else {
         return;
     };
@@ -74,9 +75,7 @@ pub async fn pump(fd: OwnedFd, mut sink: impl FnMut(&str)) {
         {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => {
-                for line in lines.feed(&buf[..n]) {
-                    sink(&line);
-                }
+                sink(&lines.feed(&buf[..n]));
                 // Let other tasks run between chunks.
                 tokio::task::yield_now().await;
             }
@@ -84,7 +83,7 @@ pub async fn pump(fd: OwnedFd, mut sink: impl FnMut(&str)) {
         }
     }
     if let Some(rest) = lines.finish() {
-        sink(&rest);
+        sink(&[rest]);
     }
 }
 
@@ -133,7 +132,7 @@ mod tests {
         nix::unistd::write(&w, b"one\ntwo\nthree").unwrap();
         drop(w);
         let mut got = Vec::new();
-        rt.block_on(pump(r, |l| got.push(l.to_string())));
+        rt.block_on(pump(r, |l| got.extend_from_slice(l)));
         assert_eq!(got, ["one", "two", "three"]);
     }
 }

@@ -1,0 +1,163 @@
+//! Where a container's output goes: its rotated log file (everything), the
+//! console (with its name as prefix, within a budget), and remote syslog,
+//! each as its manifest entry's `logging` says.
+//!
+//! The console is a serial line on many devices: a container that floods
+//! its output must not keep PID 1 writing to it. Each container may show
+//! [`CONSOLE_BURST`] lines at once and [`CONSOLE_RATE`] lines a second on
+//! the console; lines beyond that still reach the file and syslog, and a
+//! note says how many the console skipped.
+
+use std::time::{Instant, SystemTime};
+
+use berth_config::{ContainerLogging, LogFiles};
+
+use super::files::{self, Rotating};
+use super::syslog;
+use crate::supervisor::output::Stream;
+
+/// Lines a container may show on the console at once.
+pub const CONSOLE_BURST: f64 = 200.0;
+/// Lines a second a container may show on the console, in the long run.
+pub const CONSOLE_RATE: f64 = 50.0;
+
+/// A token bucket for console lines.
+#[derive(Debug)]
+struct Budget {
+    tokens: f64,
+    last: Instant,
+    skipped: u64,
+}
+
+impl Budget {
+    fn new(now: Instant) -> Budget {
+        Budget {
+            tokens: CONSOLE_BURST,
+            last: now,
+            skipped: 0,
+        }
+    }
+
+    /// How many of `n` lines may be shown now.
+    fn take(&mut self, now: Instant, n: usize) -> usize {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * CONSOLE_RATE).min(CONSOLE_BURST);
+        let can = (self.tokens.floor() as usize).min(n);
+        self.tokens -= can as f64;
+        self.skipped += (n - can) as u64;
+        can
+    }
+}
+
+/// One container's log, kept across its restarts.
+#[derive(Debug)]
+pub struct ContainerLog {
+    name: String,
+    console: Option<Budget>,
+    file: Option<Rotating>,
+    syslog: bool,
+    /// Its current process, for syslog's PROCID.
+    pub pid: u32,
+}
+
+impl ContainerLog {
+    /// The log of container `name`.
+    pub fn new(name: &str, cfg: &ContainerLogging, files: Option<&LogFiles>) -> ContainerLog {
+        ContainerLog {
+            name: name.to_string(),
+            console: cfg.console.then(|| Budget::new(Instant::now())),
+            file: files
+                .filter(|_| cfg.files)
+                .map(|f| Rotating::new(&f.dir, name, f.max_size, f.max_files)),
+            syslog: cfg.syslog,
+            pid: 0,
+        }
+    }
+
+    /// Takes a batch of lines from one stream.
+    pub fn lines(&mut self, stream: Stream, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let tag = match stream {
+            Stream::Out => "stdout",
+            Stream::Err => "stderr",
+        };
+        if let Some(f) = self.file.as_mut() {
+            let now = SystemTime::now();
+            let mut buf = String::new();
+            for l in lines {
+                buf.push_str(&files::line(now, tag, l));
+            }
+            if let Err(e) = f.write(buf.as_bytes()) {
+                log::warn!("{}: cannot write {}: {e}", self.name, f.path().display());
+            }
+        }
+        if self.syslog {
+            let level = match stream {
+                Stream::Out => syslog::Level::Info,
+                Stream::Err => syslog::Level::Error,
+            };
+            for l in lines {
+                syslog::send(&self.name, self.pid, level, l);
+            }
+        }
+        if let Some(b) = self.console.as_mut() {
+            let before = b.skipped;
+            let show = b.take(Instant::now(), lines.len());
+            super::container_lines(&self.name, stream, &lines[..show]);
+            if before == 0 && b.skipped > 0 {
+                log::warn!(
+                    "{}: output faster than the console shows; skipping lines there (the log file has them)",
+                    self.name
+                );
+            } else if b.skipped > 0 && show > 0 {
+                let n = std::mem::take(&mut b.skipped);
+                log::info!("{}: {n} line(s) not shown on the console", self.name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_budget_allows_a_burst_then_a_rate() {
+        let t = Instant::now();
+        let mut b = Budget::new(t);
+        assert_eq!(b.take(t, 1000), 200);
+        assert_eq!(b.skipped, 800);
+        assert_eq!(b.take(t, 10), 0);
+        assert_eq!(b.take(t + Duration::from_secs(1), 100), 50);
+        // It refills to the burst, no further.
+        assert_eq!(b.take(t + Duration::from_secs(100), 1000), 200);
+    }
+
+    #[test]
+    fn files_get_every_line_with_time_and_stream() {
+        let d = tempfile::tempdir().unwrap();
+        let files = LogFiles {
+            dir: d.path().to_path_buf(),
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let cfg = ContainerLogging {
+            console: false,
+            files: true,
+            syslog: false,
+        };
+        let mut log = ContainerLog::new("web", &cfg, Some(&files));
+        let many: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
+        log.lines(Stream::Out, &many);
+        log.lines(Stream::Err, &["oops".to_string()]);
+        let text = std::fs::read_to_string(d.path().join("web.log")).unwrap();
+        assert_eq!(text.lines().count(), 1001);
+        let last = text.lines().last().unwrap();
+        assert!(last.ends_with("Z stderr oops"), "{last}");
+        assert!(text.lines().next().unwrap().ends_with("Z stdout line 0"));
+    }
+}

@@ -1,0 +1,293 @@
+//! Remote syslog: berth's records and containers' lines sent to a syslog
+//! receiver over UDP or TCP, formatted as RFC 5424 (through the `syslog`
+//! crate's formatter) or RFC 3164.
+//!
+//! Sending never blocks PID 1. UDP datagrams go out on a non-blocking
+//! socket; one that cannot go now is dropped. TCP messages (RFC 6587
+//! octet-counted) go through a bounded queue to a task that connects and
+//! reconnects with back-off; when the queue is full, messages are dropped
+//! and counted, and the count is reported once the receiver catches up.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use berth_config::{Protocol, Syslog, SyslogFormat};
+use syslog::{Facility, Formatter5424, LogFormat, Severity};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Messages waiting for a TCP receiver.
+const QUEUE: usize = 4096;
+
+/// The forwarder, once configured.
+static FORWARDER: OnceLock<Forwarder> = OnceLock::new();
+
+/// Messages dropped because the receiver could not keep up.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+enum Transport {
+    Udp(UdpSocket),
+    Tcp(mpsc::Sender<Vec<u8>>),
+}
+
+/// Where and how messages go.
+pub struct Forwarder {
+    transport: Transport,
+    format: SyslogFormat,
+    hostname: String,
+}
+
+/// How bad a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Errors (a container's stderr).
+    Error,
+    /// Warnings.
+    Warning,
+    /// Information (a container's stdout).
+    Info,
+    /// Debugging detail.
+    Debug,
+}
+
+/// Resolves the receiver's host: an address, or a name in /etc/hosts (berth
+/// is static and uses no resolver library).
+pub fn resolve(host: &str, hosts_file: &str) -> Option<IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    hosts_file.lines().find_map(|l| {
+        let l = l.split('#').next()?;
+        let mut words = l.split_whitespace();
+        let ip: IpAddr = words.next()?.parse().ok()?;
+        words.any(|w| w.eq_ignore_ascii_case(host)).then_some(ip)
+    })
+}
+
+/// Formats one message.
+pub fn format(
+    format: SyslogFormat,
+    hostname: &str,
+    app: &str,
+    pid: u32,
+    level: Level,
+    text: &str,
+    now: SystemTime,
+) -> Vec<u8> {
+    let severity = match level {
+        Level::Error => Severity::LOG_ERR,
+        Level::Warning => Severity::LOG_WARNING,
+        Level::Info => Severity::LOG_INFO,
+        Level::Debug => Severity::LOG_DEBUG,
+    };
+    let mut out = Vec::with_capacity(text.len() + 96);
+    match format {
+        SyslogFormat::Rfc5424 => {
+            let f = Formatter5424 {
+                facility: Facility::LOG_DAEMON,
+                hostname: Some(hostname.to_string()),
+                process: app.to_string(),
+                pid,
+            };
+            let _ = f.format(&mut out, severity, (1u32, Default::default(), text));
+        }
+        SyslogFormat::Rfc3164 => {
+            // Written here: the crate's RFC 3164 formatter looks up the local
+            // time offset and panics when it cannot, which PID 1 must not.
+            let prio = Facility::LOG_DAEMON as u8 | severity as u8;
+            out.extend_from_slice(
+                format!("<{prio}>{} {hostname} {app}[{pid}]: {text}", bsd_time(now)).as_bytes(),
+            );
+        }
+    }
+    out
+}
+
+/// `Nov 30 05:45:29`, in UTC.
+fn bsd_time(now: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let iso = super::files::rfc3339(now);
+    // 2026-11-30T05:45:29.553104Z
+    let month: usize = iso[5..7].parse().unwrap_or(1);
+    let day: u32 = iso[8..10].parse().unwrap_or(1);
+    format!("{} {day:>2} {}", MONTHS[(month - 1) % 12], &iso[11..19])
+}
+
+/// Starts forwarding to `cfg`. Must run inside the event loop (TCP starts a
+/// task). Returns a description for the boot log, or why it cannot.
+pub fn start(cfg: &Syslog, hostname: &str) -> Result<String, String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let ip = resolve(&cfg.host, &hosts).ok_or_else(|| {
+        format!(
+            "cannot resolve syslog host {:?} (an address, or a name in /etc/hosts)",
+            cfg.host
+        )
+    })?;
+    let addr = SocketAddr::new(ip, cfg.port);
+    let transport = match cfg.protocol {
+        Protocol::Udp => {
+            let bind: SocketAddr = if ip.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            let s = UdpSocket::bind(bind).map_err(|e| format!("syslog socket: {e}"))?;
+            s.connect(addr).map_err(|e| format!("syslog {addr}: {e}"))?;
+            s.set_nonblocking(true)
+                .map_err(|e| format!("syslog socket: {e}"))?;
+            Transport::Udp(s)
+        }
+        Protocol::Tcp => {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::task::spawn_local(tcp_sender(addr, rx));
+            Transport::Tcp(tx)
+        }
+    };
+    let f = Forwarder {
+        transport,
+        format: cfg.format,
+        hostname: hostname.to_string(),
+    };
+    FORWARDER
+        .set(f)
+        .map_err(|_| "syslog forwarding already started".to_string())?;
+    Ok(format!(
+        "{} to {addr} ({})",
+        match cfg.protocol {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        },
+        match cfg.format {
+            SyslogFormat::Rfc5424 => "RFC 5424",
+            SyslogFormat::Rfc3164 => "RFC 3164",
+        }
+    ))
+}
+
+/// Sends one message, if forwarding is on. Never blocks.
+pub fn send(app: &str, pid: u32, level: Level, text: &str) {
+    let Some(f) = FORWARDER.get() else {
+        return;
+    };
+    let msg = format(
+        f.format,
+        &f.hostname,
+        app,
+        pid,
+        level,
+        text,
+        SystemTime::now(),
+    );
+    let sent = match &f.transport {
+        Transport::Udp(s) => s.send(&msg).is_ok(),
+        Transport::Tcp(tx) => {
+            let mut framed = format!("{} ", msg.len()).into_bytes();
+            framed.extend_from_slice(&msg);
+            tx.try_send(framed).is_ok()
+        }
+    };
+    if !sent {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether forwarding is on.
+pub fn enabled() -> bool {
+    FORWARDER.get().is_some()
+}
+
+async fn tcp_sender(addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut delay = Duration::from_millis(200);
+    let mut pending: Option<Vec<u8>> = None;
+    loop {
+        let mut stream = match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => {
+                delay = Duration::from_millis(200);
+                s
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        loop {
+            let msg = match pending.take() {
+                Some(m) => m,
+                None => match rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let dropped = DROPPED.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                let note = format!(
+                    "berth: {dropped} syslog message(s) dropped: the receiver was slow or away"
+                );
+                let mut framed = format!("{} ", note.len()).into_bytes();
+                framed.extend_from_slice(note.as_bytes());
+                let _ = stream.write_all(&framed).await;
+            }
+            if stream.write_all(&msg).await.is_err() {
+                pending = Some(msg);
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc5424_carries_host_app_pid_and_severity() {
+        let m = format(
+            SyslogFormat::Rfc5424,
+            "edge-01",
+            "web",
+            7,
+            Level::Error,
+            "boom",
+            SystemTime::now(),
+        );
+        let s = String::from_utf8(m).unwrap();
+        // <daemon(3)*8 + err(3)>1 TIMESTAMP HOST APP PID MSGID SD MSG
+        assert!(s.starts_with("<27>1 "), "{s}");
+        assert!(s.ends_with(" edge-01 web 7 1 - boom"), "{s}");
+    }
+
+    #[test]
+    fn rfc3164_is_written_without_local_time() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_015_129);
+        let m = format(
+            SyslogFormat::Rfc3164,
+            "edge-01",
+            "web",
+            7,
+            Level::Info,
+            "hi",
+            t,
+        );
+        assert_eq!(
+            String::from_utf8(m).unwrap(),
+            "<30>Nov 30 05:05:29 edge-01 web[7]: hi"
+        );
+    }
+
+    #[test]
+    fn hosts_are_addresses_or_etc_hosts_names() {
+        let hosts = "127.0.0.1 localhost\n10.0.2.100 logs logs.lan # receiver\n";
+        assert_eq!(
+            resolve("10.0.2.9", hosts),
+            Some("10.0.2.9".parse().unwrap())
+        );
+        assert_eq!(
+            resolve("LOGS.lan", hosts),
+            Some("10.0.2.100".parse().unwrap())
+        );
+        assert_eq!(resolve("nowhere", hosts), None);
+    }
+}
