@@ -40,7 +40,8 @@ impl Host {
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
         for applet in [
-            "sh", "cat", "ls", "echo", "hostname", "touch", "mount", "id", "wc", "head",
+            "sh", "cat", "ls", "echo", "hostname", "touch", "mount", "id", "wc", "head", "sleep",
+            "tr", "grep", "true", "test",
         ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
@@ -71,6 +72,7 @@ impl Host {
             store: Store::new(dir.path().join("images")),
             cgroups,
             host_resolv: "nameserver 10.0.2.3\n".into(),
+            init_binary: static_berth(),
         };
         Host { dir, runtime }
     }
@@ -119,6 +121,26 @@ impl Drop for Host {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.runtime.cgroups);
     }
+}
+
+/// The static berth, as the image ships it: a container's init must run
+/// without the host's dynamic loader. Built once by scripts/build-berth.
+fn static_berth() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new(root.join("scripts/build-berth"))
+            .current_dir(&root)
+            .output()
+            .expect("run scripts/build-berth");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
 }
 
 fn read_sync(fd: OwnedFd) -> Option<message::Failure> {
@@ -287,4 +309,38 @@ pid = "host""#
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "sees-host");
     assert_ne!(lines[1], "1");
+}
+
+#[test]
+fn init_runs_the_program_forwards_signals_and_returns_its_status() {
+    let h = Host::new();
+    let (fail, code, out, err) = h.run(
+        r#"command = ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; echo $PPID; exit 7"]
+init = true"#,
+    );
+    assert_eq!(fail, None, "{err}");
+    assert_eq!(code, 7, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("berth-init /bin/sh sh -c"), "{out}");
+    assert_eq!(lines[1], "1");
+
+    // A shell as PID 1 ignores SIGTERM; under berth-init it gets it.
+    let c = h.container("command = [\"sleep\", \"600\"]\ninit = true");
+    let launch = {
+        let _g = SERIAL.lock().unwrap();
+        h.runtime.spawn(&Real, &c).unwrap()
+    };
+    assert_eq!(read_sync(launch.sync), None);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launch.pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(launch.pid), None).unwrap();
+    assert_eq!(
+        status,
+        nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(launch.pid), 143)
+    );
+    h.runtime.cleanup(&c.name, &launch.cgroup);
 }

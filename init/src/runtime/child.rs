@@ -43,6 +43,8 @@ pub struct Context<'a> {
     pub oom_score_adj: i32,
     /// The hostname, when the container has its own UTS namespace name.
     pub hostname: Option<&'a str>,
+    /// berth's own binary, to run as the container's init (`init = true`).
+    pub init: Option<BorrowedFd<'a>>,
     /// The user to become.
     pub ids: &'a Ids,
     /// Capabilities, no_new_privs, seccomp.
@@ -187,6 +189,24 @@ fn setup(cx: &Context<'_>) -> R<Infallible> {
         detail: e.to_string(),
     })?;
     sys("chdir", Some(&spec.cwd), nix::unistd::chdir(&spec.cwd))?;
+    if let Some(init) = cx.init {
+        // berth-init PROGRAM ARGV...: it runs the program as its child.
+        let mut args = vec![
+            CString::new(super::init::ARGV0).unwrap_or_default(),
+            program,
+        ];
+        args.extend(argv);
+        return match nix::unistd::execveat(
+            init,
+            c"",
+            &args,
+            &env,
+            nix::fcntl::AtFlags::AT_EMPTY_PATH,
+        ) {
+            Ok(never) => match never {},
+            Err(e) => Err(Failure::sys("exec berth-init", None, e)),
+        };
+    }
     match nix::unistd::execve(&program, &argv, &env) {
         Ok(never) => match never {},
         Err(e) => Err(Failure::sys(

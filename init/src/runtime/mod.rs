@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod child;
 pub mod exec;
 pub mod fs;
+pub mod init;
 pub mod message;
 pub mod rootfs;
 pub mod security;
@@ -107,6 +108,8 @@ pub struct Runtime {
     pub cgroups: PathBuf,
     /// The host's /etc/resolv.conf, for containers without `dns`.
     pub host_resolv: String,
+    /// berth's binary, run as a container's init (`init = true`).
+    pub init_binary: PathBuf,
 }
 
 impl Default for Runtime {
@@ -116,6 +119,7 @@ impl Default for Runtime {
             store: Store::default(),
             cgroups: cgroup::default_parent(),
             host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            init_binary: PathBuf::from("/proc/self/exe"),
         }
     }
 }
@@ -267,6 +271,17 @@ impl Runtime {
         if !c.pid_host {
             flags |= libc::CLONE_NEWPID as u64;
         }
+        // The container's init is berth itself, opened before the child
+        // leaves the host's filesystem.
+        let init: Option<OwnedFd> = if c.init {
+            Some(
+                std::fs::File::open(&self.init_binary)
+                    .map_err(|e| cleanup(prepare_err(&self.init_binary)(e)))?
+                    .into(),
+            )
+        } else {
+            None
+        };
         let cx = child::Context {
             spec: &spec,
             plan: &plan,
@@ -274,6 +289,7 @@ impl Runtime {
             rlimits: &rlimits,
             oom_score_adj: c.oom_score_adj,
             hostname: c.hostname.as_deref(),
+            init: init.as_ref().map(|f| f.as_fd()),
             ids: &ids,
             security: &security,
             sync: child_sync.as_fd(),
@@ -290,7 +306,7 @@ impl Runtime {
             }
         };
         let spawned = Instant::now();
-        drop((child_sync, out_w, err_w, null, cgroup_fd));
+        drop((child_sync, out_w, err_w, null, cgroup_fd, init));
         // No host-side setup to wait for yet: release the child at once.
         let _ = nix::unistd::write(&parent_sync, &[message::GO]);
         Ok(Launch {
