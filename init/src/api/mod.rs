@@ -29,6 +29,8 @@ const MAX_BODY: usize = 1 << 20;
 pub enum Command {
     /// System information, as JSON.
     Info(oneshot::Sender<Value>),
+    /// The containers and their states, as JSON.
+    Containers(oneshot::Sender<Value>),
     /// Shut down and end the machine, for the reason given.
     Power(Action, &'static str),
 }
@@ -76,19 +78,18 @@ pub async fn handle(
 async fn route(method: &Method, path: &str, commands: &Commands) -> Response<Full<Bytes>> {
     match (method, path) {
         (&Method::GET, "/v1/ping") => reply(StatusCode::OK, json!({ "ok": true })),
-        (&Method::GET, "/v1/system/info") => {
-            let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Info(tx)).is_err() {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "berth is shutting down");
-            }
-            match rx.await {
-                Ok(v) => reply(StatusCode::OK, v),
-                Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "berth is shutting down"),
-            }
-        }
+        (&Method::GET, "/v1/system/info") => ask(commands, Command::Info).await,
+        (&Method::GET, "/v1/containers") => ask(commands, Command::Containers).await,
         (&Method::POST, "/v1/system/poweroff") => power(commands, Action::Poweroff),
         (&Method::POST, "/v1/system/reboot") => power(commands, Action::Reboot),
-        (_, "/v1/ping" | "/v1/system/info" | "/v1/system/poweroff" | "/v1/system/reboot") => error(
+        (
+            _,
+            "/v1/ping"
+            | "/v1/system/info"
+            | "/v1/containers"
+            | "/v1/system/poweroff"
+            | "/v1/system/reboot",
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} not allowed on {path}"),
         ),
@@ -96,6 +97,21 @@ async fn route(method: &Method, path: &str, commands: &Commands) -> Response<Ful
             StatusCode::NOT_FOUND,
             format!("no such endpoint: {method} {path}"),
         ),
+    }
+}
+
+/// Asks the supervisor and answers with what it says.
+async fn ask(
+    commands: &Commands,
+    make: impl FnOnce(oneshot::Sender<Value>) -> Command,
+) -> Response<Full<Bytes>> {
+    let (tx, rx) = oneshot::channel();
+    if commands.send(make(tx)).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "berth is shutting down");
+    }
+    match rx.await {
+        Ok(v) => reply(StatusCode::OK, v),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "berth is shutting down"),
     }
 }
 

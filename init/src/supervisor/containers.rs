@@ -78,6 +78,31 @@ impl Containers {
         self.live.get(name).map(|l| l.pid)
     }
 
+    /// Every container's state, as the API shows it.
+    pub fn list(&self) -> serde_json::Value {
+        let now = Instant::now();
+        serde_json::Value::Array(
+            self.machine
+                .units()
+                .values()
+                .map(|u| {
+                    serde_json::json!({
+                        "name": u.config.name,
+                        "image": u.config.image.to_string(),
+                        "state": u.state.as_str(),
+                        "health": u.health.as_str(),
+                        "status": u.status,
+                        "restarts": u.restarts,
+                        "pid": self.pid(&u.config.name),
+                        "uptime_ms": u.started_at.map(|s| now.saturating_duration_since(s).as_millis() as u64),
+                        "exit_code": u.last_exit.as_ref().map(|e| e.exit.code()),
+                        "oom_killed": u.last_exit.as_ref().is_some_and(|e| e.oom),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// Starts what can start.
     pub fn start(&mut self, reaper: &mut Reaper) {
         let actions = self.machine.start(Instant::now());

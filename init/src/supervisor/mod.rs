@@ -198,6 +198,10 @@ impl Supervisor {
                 let _ = reply.send(self.info());
                 None
             }
+            Command::Containers(reply) => {
+                let _ = reply.send(self.containers.list());
+                None
+            }
             Command::Power(a, why) => {
                 log::info!("{why}: {}", a.as_str());
                 Some(a)
@@ -329,7 +333,24 @@ impl Supervisor {
             "berth": {
                 "rss_kib": kib(&status, "VmRSS:"),
                 "orphans_reaped": self.reaper.orphans(),
+                // Leak detectors: PID 1's open descriptors and mounts, and
+                // the container cgroups that exist.
+                "open_fds": count_dir("/proc/self/fd"),
+                "mounts": std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| m.lines().count()),
+                "container_cgroups": count_dir(crate::boot::cgroup::CONTAINERS),
             },
+
         })
     }
+}
+
+/// How many entries a directory has (subdirectories of a cgroup, open
+/// descriptors in /proc/self/fd); 0 if it cannot be read.
+fn count_dir(path: &str) -> usize {
+    std::fs::read_dir(path).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with("cgroup."))
+            .filter(|e| path.starts_with("/proc") || e.file_type().is_ok_and(|t| t.is_dir()))
+            .count()
+    })
 }
