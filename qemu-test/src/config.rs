@@ -351,6 +351,7 @@ pub struct VmConfig {
     pub(crate) networks: Vec<Network>,
     pub(crate) disks: Vec<Disk>,
     pub(crate) no_reboot: bool,
+    pub(crate) own_process_group: bool,
 }
 
 impl VmConfig {
@@ -369,6 +370,7 @@ impl VmConfig {
             networks: Vec::new(),
             disks: Vec::new(),
             no_reboot: true,
+            own_process_group: false,
         }
     }
 
@@ -465,6 +467,15 @@ impl VmConfig {
     /// always ends QEMU. With `true`, QMP `system_reset` also ends QEMU.
     pub fn no_reboot(mut self, no_reboot: bool) -> Self {
         self.no_reboot = no_reboot;
+        self
+    }
+
+    /// Starts QEMU in a process group of its own (default `false`), so that
+    /// a Ctrl-C on the terminal reaches only the test process (or
+    /// `berth-vm`), which then decides what to do: QEMU quits at once on
+    /// SIGINT. QEMU still dies with its parent process either way.
+    pub fn own_process_group(mut self, own: bool) -> Self {
+        self.own_process_group = own;
         self
     }
 

@@ -121,9 +121,17 @@ impl Console {
     pub(crate) fn wait_until<T>(
         &self,
         deadline: Instant,
+        matcher: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Wait<T> {
+        Self::wait_on(&self.shared, deadline, matcher)
+    }
+
+    fn wait_on<T>(
+        shared: &Shared,
+        deadline: Instant,
         mut matcher: impl FnMut(&[u8]) -> Option<T>,
     ) -> Wait<T> {
-        let mut st = self.shared.lock();
+        let mut st = shared.lock();
         loop {
             if let Some(found) = matcher(&st.buf) {
                 return Wait::Found(found);
@@ -135,10 +143,19 @@ impl Console {
             if now >= deadline {
                 return Wait::TimedOut;
             }
-            st = match self.shared.cond.wait_timeout(st, deadline - now) {
+            st = match shared.cond.wait_timeout(st, deadline - now) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
+        }
+    }
+
+    /// A follower that yields everything the console prints, from its
+    /// first byte on.
+    pub(crate) fn follow(&self) -> ConsoleFollower {
+        ConsoleFollower {
+            shared: Arc::clone(&self.shared),
+            pos: 0,
         }
     }
 
@@ -150,6 +167,48 @@ impl Console {
             if let Some(r) = reader {
                 let _ = r.join();
             }
+        }
+    }
+}
+
+/// What [`ConsoleFollower::next`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Followed {
+    /// Bytes the console printed since the previous call (carriage returns
+    /// dropped, as in the buffer).
+    Bytes(Vec<u8>),
+    /// Nothing new within the timeout.
+    Idle,
+    /// The console closed (QEMU exited) and everything was handed out.
+    Closed,
+}
+
+/// A live view of a VM's console, for streaming it somewhere as it comes
+/// (`berth-vm` copies it to the terminal). Independent of the
+/// [`Vm::wait_for`](crate::Vm::wait_for) cursor, and usable from any thread:
+/// it holds the console's buffer, not the VM.
+#[derive(Debug)]
+pub struct ConsoleFollower {
+    shared: Arc<Shared>,
+    pos: usize,
+}
+
+impl ConsoleFollower {
+    /// Waits up to `timeout` for output past what this follower already
+    /// handed out, and returns it.
+    pub fn next(&mut self, timeout: std::time::Duration) -> Followed {
+        let pos = self.pos;
+        let deadline = Instant::now() + timeout;
+        let got = Console::wait_on(&self.shared, deadline, |buf| {
+            (buf.len() > pos).then(|| buf[pos..].to_vec())
+        });
+        match got {
+            Wait::Found(bytes) => {
+                self.pos += bytes.len();
+                Followed::Bytes(bytes)
+            }
+            Wait::Closed => Followed::Closed,
+            Wait::TimedOut => Followed::Idle,
         }
     }
 }
@@ -315,6 +374,35 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&log).expect("log"),
             "boot\nMARKER ok\nnext\n"
+        );
+        std::fs::remove_file(log).expect("rm");
+    }
+
+    #[test]
+    fn a_follower_sees_every_byte_once_then_the_close() {
+        let (c, mut w, log) = console();
+        let mut f = c.follow();
+        w.write_all(b"one\r\ntw").expect("write");
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            match f.next(Duration::from_secs(5)) {
+                Followed::Bytes(b) => seen.extend(b),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, b"one\ntw");
+        assert_eq!(f.next(Duration::from_millis(50)), Followed::Idle);
+        w.write_all(b"o\n").expect("write");
+        drop(w);
+        assert_eq!(
+            f.next(Duration::from_secs(5)),
+            Followed::Bytes(b"o\n".to_vec())
+        );
+        assert_eq!(f.next(Duration::from_secs(5)), Followed::Closed);
+        // A second follower starts from the beginning.
+        assert_eq!(
+            c.follow().next(Duration::from_secs(5)),
+            Followed::Bytes(b"one\ntwo\n".to_vec())
         );
         std::fs::remove_file(log).expect("rm");
     }

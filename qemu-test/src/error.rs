@@ -123,6 +123,22 @@ pub enum Error {
         /// The modules directory searched.
         dir: PathBuf,
     },
+    /// could not build berth with {script}: {detail}
+    BuildBerth {
+        /// `scripts/build-berth`, or where `$BERTH_BIN` pointed.
+        script: PathBuf,
+        /// Its exit status and the end of its stderr.
+        detail: String,
+    },
+    /// could not build the image for scenario {name} in {dir}: {detail}
+    BuildImage {
+        /// The scenario.
+        name: String,
+        /// The output directory the build wrote to.
+        dir: PathBuf,
+        /// The image builder's error.
+        detail: String,
+    },
 }
 
 impl std::fmt::Debug for Error {

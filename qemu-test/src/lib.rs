@@ -39,6 +39,8 @@
 //! - [`artifacts`](mod@artifacts) — the kernel under test ([`artifacts()`]).
 //! - [`initramfs`] — a busybox initramfs for self-tests and helper guests.
 //! - [`paths`] — the target directory, log directory, runtime directories.
+//! - [`scenario`] — the fixture every berth scenario starts from: the static
+//!   berth, cached images built from a manifest, boot to `berth: ready`.
 //!
 //! # Console and logs
 //! QEMU's `-serial stdio` goes into a pipe that a thread drains into memory
@@ -127,6 +129,7 @@ pub mod initramfs;
 pub mod paths;
 pub mod ports;
 mod qmp;
+pub mod scenario;
 mod spawn;
 pub mod vm;
 
@@ -135,6 +138,7 @@ pub use config::{
     Accel, BASE_CMDLINE, Boot, Disk, GuestFwd, HostFwd, Mac, Machine, Network, Proto, SocketNet,
     UserNet, VmConfig,
 };
+pub use console::{ConsoleFollower, Followed};
 pub use error::{Error, Result};
 pub use http::{HttpClient, HttpResponse, HttpStream};
 pub use initramfs::{Initramfs, TempInitramfs};

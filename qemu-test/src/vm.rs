@@ -95,6 +95,10 @@ impl Vm {
         log.write(header.as_bytes());
 
         let mut cmd = Command::new(&config.qemu);
+        if config.own_process_group {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
         cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -239,6 +243,13 @@ impl Vm {
     /// Everything the console printed so far.
     pub fn console(&self) -> String {
         self.console.text()
+    }
+
+    /// A live view of the console from its first byte, for streaming it as
+    /// it comes (see [`ConsoleFollower`](crate::ConsoleFollower)). It does
+    /// not move the [`Vm::wait_for`] cursor.
+    pub fn console_follow(&self) -> crate::ConsoleFollower {
+        self.console.follow()
     }
 
     /// The last `n` console lines.
