@@ -42,6 +42,10 @@
 //! - [`scenario`] — the fixture every berth scenario starts from: the static
 //!   berth, cached images built from a manifest, boot to `berth: ready`.
 //!
+//! The binary `berth-vm` (`src/bin/berth-vm.rs`) boots an image directory
+//! for a person at a terminal, streaming the console
+//! ([`Vm::console_follow`]); `scripts/run` uses it.
+//!
 //! # Console and logs
 //! QEMU's `-serial stdio` goes into a pipe that a thread drains into memory
 //! and into `<target>/qemu-logs/<name>-<pid>-<n>.log` (its first line is
