@@ -20,6 +20,7 @@ pub mod cli;
 pub mod devices;
 pub mod images;
 pub mod logging;
+pub mod network;
 pub mod pid1;
 pub mod power;
 pub mod runtime;
