@@ -35,6 +35,7 @@ pub use diag::{Diagnostic, Diagnostics};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use image_ref::parse_image_ref;
 pub use model::*;
+pub use net::parse_cidr;
 pub use schema::json_schema;
 pub use size::{SizeError, format_size, parse_size};
 pub use summary::{start_order, summary};

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use berth::images::Store;
-use berth::runtime::{Launch, Runtime, message, spec::StateDirs};
+use berth::runtime::{Launch, NetSpec, Runtime, message, spec::StateDirs};
 use berth::sys::Real;
 
 /// clone3 from a multi-threaded test process: one spawn at a time, so no
@@ -71,7 +71,7 @@ impl Host {
             },
             store: Store::new(dir.path().join("images")),
             cgroups,
-            host_resolv: "nameserver 10.0.2.3\n".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
             init_binary: static_berth(),
         };
         Host { dir, runtime }
@@ -88,8 +88,11 @@ impl Host {
         let c = self.container(body);
         let launch = {
             let _g = SERIAL.lock().unwrap();
-            self.runtime.spawn(&Real, &c).unwrap()
+            self.runtime.spawn(&Real, &c, &NetSpec::default()).unwrap()
         };
+        // A child that failed already has closed its end: its failure
+        // message is what counts.
+        let _ = berth::runtime::release(&launch.sync);
         let Launch {
             pid,
             sync,
@@ -328,8 +331,9 @@ init = true"#,
     let c = h.container("command = [\"sleep\", \"600\"]\ninit = true");
     let launch = {
         let _g = SERIAL.lock().unwrap();
-        h.runtime.spawn(&Real, &c).unwrap()
+        h.runtime.spawn(&Real, &c, &NetSpec::default()).unwrap()
     };
+    berth::runtime::release(&launch.sync).unwrap();
     assert_eq!(read_sync(launch.sync), None);
     std::thread::sleep(std::time::Duration::from_millis(200));
     nix::sys::signal::kill(

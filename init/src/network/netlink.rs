@@ -143,7 +143,9 @@ impl Netlink {
         // Step back whatever happened; failing that would leave PID 1 in
         // a container's namespace, which must not go unnoticed.
         if let Err(e) = setns(&own) {
-            crate::power::fatal::fatal(&format!("network: cannot return to the host's namespace: {e}"));
+            crate::power::fatal::fatal(&format!(
+                "network: cannot return to the host's namespace: {e}"
+            ));
         }
         let (conn, handle, _) = made?;
         tokio::task::spawn_local(conn);
@@ -197,20 +199,32 @@ impl Netlink {
 
     /// Brings a link up.
     pub async fn up(&self, l: &Link) -> Result<(), Error> {
-        self.set("bring up", &l.name, LinkUnspec::new_with_index(l.index).up().build())
-            .await
+        self.set(
+            "bring up",
+            &l.name,
+            LinkUnspec::new_with_index(l.index).up().build(),
+        )
+        .await
     }
 
     /// Sets a link's MTU.
     pub async fn set_mtu(&self, l: &Link, mtu: u32) -> Result<(), Error> {
-        self.set("set the MTU of", &l.name, LinkUnspec::new_with_index(l.index).mtu(mtu).build())
-            .await
+        self.set(
+            "set the MTU of",
+            &l.name,
+            LinkUnspec::new_with_index(l.index).mtu(mtu).build(),
+        )
+        .await
     }
 
     /// Renames a (down) link.
     pub async fn rename(&self, l: &Link, name: &str) -> Result<(), Error> {
-        self.set("rename", &l.name, LinkUnspec::new_with_index(l.index).name(name).build())
-            .await
+        self.set(
+            "rename",
+            &l.name,
+            LinkUnspec::new_with_index(l.index).name(name).build(),
+        )
+        .await
     }
 
     /// Makes `l` a port of the bridge `master`.
@@ -218,7 +232,9 @@ impl Netlink {
         self.set(
             "attach to a bridge",
             &l.name,
-            LinkUnspec::new_with_index(l.index).controller(master.index).build(),
+            LinkUnspec::new_with_index(l.index)
+                .controller(master.index)
+                .build(),
         )
         .await
     }
@@ -228,7 +244,9 @@ impl Netlink {
         self.set(
             "move into a container",
             &l.name,
-            LinkUnspec::new_with_index(l.index).setns_by_pid(pid as u32).build(),
+            LinkUnspec::new_with_index(l.index)
+                .setns_by_pid(pid as u32)
+                .build(),
         )
         .await
     }
@@ -352,7 +370,8 @@ impl Netlink {
         );
         let msg = match (dest.map(|d| d.0), gateway) {
             (Some(IpAddr::V6(_)), _) | (None, Some(IpAddr::V6(_))) => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv6Addr>::new().output_interface(l.index);
+                let mut b =
+                    RouteMessageBuilder::<std::net::Ipv6Addr>::new().output_interface(l.index);
                 if let Some((IpAddr::V6(a), p)) = dest {
                     b = b.destination_prefix(a, p);
                 }
@@ -365,7 +384,8 @@ impl Netlink {
                 b.build()
             }
             _ => {
-                let mut b = RouteMessageBuilder::<std::net::Ipv4Addr>::new().output_interface(l.index);
+                let mut b =
+                    RouteMessageBuilder::<std::net::Ipv4Addr>::new().output_interface(l.index);
                 if let Some((IpAddr::V4(a), p)) = dest {
                     b = b.destination_prefix(a, p);
                 }
@@ -426,6 +446,9 @@ mod tests {
         assert!(l.matches(&LinkFilter::Index(3)));
         assert!(l.matches(&LinkFilter::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])));
         assert!(!l.matches(&LinkFilter::Name("eth1".into())));
-        assert_eq!(LinkFilter::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]).to_string(), "52:54:00:12:34:56");
+        assert_eq!(
+            LinkFilter::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]).to_string(),
+            "52:54:00:12:34:56"
+        );
     }
 }

@@ -45,6 +45,8 @@ pub struct Context<'a> {
     pub hostname: Option<&'a str>,
     /// berth's own binary, to run as the container's init (`init = true`).
     pub init: Option<BorrowedFd<'a>>,
+    /// Another container's network namespace to join (`service:NAME`).
+    pub join_netns: Option<BorrowedFd<'a>>,
     /// The user to become.
     pub ids: &'a Ids,
     /// Capabilities, no_new_privs, seccomp.
@@ -83,6 +85,17 @@ fn setup(cx: &Context<'_>) -> R<Infallible> {
         }
     }
     let spec = cx.spec;
+    if let Some(ns) = cx.join_netns {
+        // SAFETY: setns on a namespace descriptor berth opened; it changes
+        // only this (single-threaded) process's network namespace.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(Failure::sys(
+                "join the network namespace",
+                None,
+                Errno::last(),
+            ));
+        }
+    }
 
     // Nothing mounted here may reach the host.
     sys(

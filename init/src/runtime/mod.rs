@@ -63,6 +63,17 @@ pub enum Error {
     },
 }
 
+/// How a container joins the network, as the supervisor decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetSpec {
+    /// /etc/hosts entries of its network: each container by name and
+    /// hostname.
+    pub hosts: Vec<(std::net::IpAddr, Vec<String>)>,
+    /// `network_mode = "service:NAME"`: the pid whose network namespace it
+    /// joins.
+    pub join: Option<i32>,
+}
+
 /// A container whose setup process is running.
 #[derive(Debug)]
 pub struct Launch {
@@ -106,8 +117,9 @@ pub struct Runtime {
     pub store: Store,
     /// The cgroup2 directory under which each container gets its own.
     pub cgroups: PathBuf,
-    /// The host's /etc/resolv.conf, for containers without `dns`.
-    pub host_resolv: String,
+    /// The host's resolv.conf (read at each start: DHCP may change it),
+    /// for containers without `dns`.
+    pub resolv_conf: PathBuf,
     /// berth's binary, run as a container's init (`init = true`).
     pub init_binary: PathBuf,
 }
@@ -118,7 +130,7 @@ impl Default for Runtime {
             dirs: StateDirs::default(),
             store: Store::default(),
             cgroups: cgroup::default_parent(),
-            host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
             init_binary: PathBuf::from("/proc/self/exe"),
         }
     }
@@ -172,11 +184,12 @@ fn clone3(flags: u64, cgroup: &OwnedFd) -> Result<i32, Errno> {
 }
 
 impl Runtime {
-    /// Starts a container. Returns once the setup process exists; its
-    /// outcome arrives on [`Launch::sync`].
-    pub fn spawn(&self, sys: &dyn Sys, c: &Container) -> Result<Launch, Error> {
+    /// Starts a container. Returns once the setup process exists, waiting
+    /// to be [`release`]d; its outcome then arrives on [`Launch::sync`].
+    pub fn spawn(&self, sys: &dyn Sys, c: &Container, net: &NetSpec) -> Result<Launch, Error> {
         let image = self.store.resolve(&c.image)?;
-        let spec = spec::resolve(c, &image, &self.dirs, &self.host_resolv)?;
+        let resolv = std::fs::read_to_string(&self.resolv_conf).unwrap_or_default();
+        let spec = spec::resolve(c, &image, &self.dirs, &resolv, &net.hosts)?;
         let (passwd, group) = account_files(&spec);
         let ids = user::resolve(spec.user.as_ref(), &c.group_add, &passwd, &group)?;
         let mut spec = spec;
@@ -282,6 +295,14 @@ impl Runtime {
         } else {
             None
         };
+        let join = match net.join {
+            Some(pid) => Some(OwnedFd::from(
+                std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
+                    cleanup(prepare_err(Path::new(&format!("/proc/{pid}/ns/net")))(e))
+                })?,
+            )),
+            None => None,
+        };
         let cx = child::Context {
             spec: &spec,
             plan: &plan,
@@ -290,6 +311,7 @@ impl Runtime {
             oom_score_adj: c.oom_score_adj,
             hostname: c.hostname.as_deref(),
             init: init.as_ref().map(|f| f.as_fd()),
+            join_netns: join.as_ref().map(|f| f.as_fd()),
             ids: &ids,
             security: &security,
             sync: child_sync.as_fd(),
@@ -306,9 +328,7 @@ impl Runtime {
             }
         };
         let spawned = Instant::now();
-        drop((child_sync, out_w, err_w, null, cgroup_fd, init));
-        // No host-side setup to wait for yet: release the child at once.
-        let _ = nix::unistd::write(&parent_sync, &[message::GO]);
+        drop((child_sync, out_w, err_w, null, cgroup_fd, init, join));
         Ok(Launch {
             pid,
             cgroup: cgroup_dir,
@@ -338,6 +358,14 @@ impl Runtime {
     pub fn remove_layer(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.dirs.containers.join(name));
     }
+}
+
+/// Lets a spawned container's setup go on to exec, once its host side (its
+/// network) is ready.
+pub fn release(sync: &OwnedFd) -> std::io::Result<()> {
+    nix::unistd::write(sync, &[message::GO])
+        .map(drop)
+        .map_err(std::io::Error::from)
 }
 
 /// Reads the setup outcome from berth's end of the message socket: `None`

@@ -3,6 +3,7 @@
 //! directory, mounts, namespaces, limits), with Docker's precedence rules.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use berth_config::{Container, NetworkMode, VolumeSource};
@@ -77,7 +78,8 @@ pub struct Spec {
     pub cwd: PathBuf,
     /// The user as the image or manifest names it, resolved at start.
     pub user: Option<berth_config::User>,
-    /// Whether the container gets its own network namespace.
+    /// Whether the container gets a new network namespace (bridge, none);
+    /// host mode keeps the host's, service mode joins another container's.
     pub own_netns: bool,
     /// Volumes and tmpfs mounts, resolved to host paths.
     pub mounts: Vec<UserMount>,
@@ -146,11 +148,17 @@ pub fn read_env_files(c: &Container) -> Result<Vec<(String, String)>, Error> {
     Ok(out)
 }
 
-/// /etc/hosts for a container: loopback, its own name, and extra_hosts.
-pub fn hosts_file(c: &Container) -> String {
+/// /etc/hosts for a container: loopback; the containers of its network by
+/// name and hostname (itself among them, at its own address); extra_hosts.
+/// A container that is not on the bridge names itself at 127.0.1.1.
+pub fn hosts_file(c: &Container, network: &[(IpAddr, Vec<String>)]) -> String {
     let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if let Some(h) = &c.hostname {
+    let listed = network.iter().any(|(_, names)| names.contains(&c.name));
+    if !listed && let Some(h) = &c.hostname {
         s += &format!("127.0.1.1\t{h}\n");
+    }
+    for (ip, names) in network {
+        s += &format!("{ip}\t{}\n", names.join(" "));
     }
     for (name, ip) in &c.extra_hosts {
         s += &format!("{ip}\t{name}\n");
@@ -173,12 +181,14 @@ pub fn resolv_conf(c: &Container, host: &str) -> String {
     s
 }
 
-/// Resolves a container. `host_resolv` is the host's /etc/resolv.conf.
+/// Resolves a container. `host_resolv` is the host's /etc/resolv.conf;
+/// `network` the /etc/hosts entries of its network.
 pub fn resolve(
     c: &Container,
     image: &Image,
     dirs: &StateDirs,
     host_resolv: &str,
+    network: &[(IpAddr, Vec<String>)],
 ) -> Result<Spec, Error> {
     let env_files = read_env_files(c)?;
     let run = dirs.run.join(&c.name);
@@ -211,7 +221,7 @@ pub fn resolve(
         (
             run.join("hosts"),
             PathBuf::from("/etc/hosts"),
-            hosts_file(c),
+            hosts_file(c, network),
         ),
         (
             run.join("resolv.conf"),
@@ -255,7 +265,7 @@ pub fn resolve(
             })
             .unwrap_or_else(|| PathBuf::from("/")),
         user,
-        own_netns: !matches!(c.network_mode, NetworkMode::Host),
+        own_netns: matches!(c.network_mode, NetworkMode::Bridge | NetworkMode::None),
         mounts,
         files,
     })
@@ -360,6 +370,7 @@ mod tests {
             &image(None, Some(&["sh"])),
             &StateDirs::default(),
             "nameserver 10.0.2.3\n",
+            &[],
         )
         .unwrap();
         assert_eq!(s.cwd, Path::new("/w"));
@@ -407,6 +418,7 @@ mod tests {
             &image(None, Some(&["sh"])),
             &StateDirs::default(),
             "",
+            &[],
         )
         .unwrap();
         assert_eq!(
@@ -420,7 +432,14 @@ mod tests {
     #[test]
     fn read_only_roots_get_a_throwaway_layer_on_run() {
         let c = container("read_only = true\ntmpfs = [\"/tmp\"]");
-        let s = resolve(&c, &image(None, Some(&["sh"])), &StateDirs::default(), "").unwrap();
+        let s = resolve(
+            &c,
+            &image(None, Some(&["sh"])),
+            &StateDirs::default(),
+            "",
+            &[],
+        )
+        .unwrap();
         assert!(s.read_only);
         assert_eq!(s.upper.0, Path::new("/run/berth/containers/c/upper"));
     }
@@ -428,7 +447,14 @@ mod tests {
     #[test]
     fn host_network_keeps_the_host_namespace() {
         let c = container("network_mode = \"host\"");
-        let s = resolve(&c, &image(None, Some(&["sh"])), &StateDirs::default(), "").unwrap();
+        let s = resolve(
+            &c,
+            &image(None, Some(&["sh"])),
+            &StateDirs::default(),
+            "",
+            &[],
+        )
+        .unwrap();
         assert!(!s.own_netns);
         assert!(!s.env.iter().any(|e| e.starts_with("HOSTNAME=")));
     }

@@ -20,6 +20,7 @@ use super::machine::{Action, Event, Machine};
 use super::output;
 use super::reaper::{Exit, Reaper};
 use crate::logging::container::ContainerLog;
+use crate::network::{self, ContainerNet};
 use crate::runtime::{self, ExecContext, Runtime, exec};
 use crate::sys::Real;
 
@@ -47,6 +48,9 @@ pub struct Containers {
     logs: BTreeMap<String, Rc<RefCell<ContainerLog>>>,
     /// The host's log file settings.
     files: Option<LogFiles>,
+    /// The bridge and its address book, if any container is on it and it
+    /// could be set up (else why not).
+    net: Result<Option<ContainerNet>, String>,
 }
 
 impl Containers {
@@ -55,16 +59,19 @@ impl Containers {
         containers: impl IntoIterator<Item = Container>,
         runtime: Runtime,
         files: Option<LogFiles>,
+        net: Result<Option<ContainerNet>, String>,
+        network_ready: bool,
         events: mpsc::UnboundedSender<Event>,
     ) -> Containers {
         Containers {
-            machine: Machine::new(containers),
+            machine: Machine::new(containers, network_ready),
             runtime,
             live: BTreeMap::new(),
             stale: BTreeMap::new(),
             events,
             logs: BTreeMap::new(),
             files,
+            net,
         }
     }
 
@@ -163,16 +170,21 @@ impl Containers {
             return;
         };
         let config = unit.config.clone();
-        let launch = match self.runtime.spawn(&Real, &config) {
+        let events = self.events.clone();
+        let fail = |error: String| {
+            log::error!("{name}: cannot start: {error}");
+            let _ = events.send(Event::SpawnFailed {
+                name: name.to_string(),
+                error,
+            });
+        };
+        let (net, attachment) = match self.network_of(&config) {
+            Ok(n) => n,
+            Err(e) => return fail(e),
+        };
+        let launch = match self.runtime.spawn(&Real, &config, &net) {
             Ok(l) => l,
-            Err(e) => {
-                log::error!("{name}: cannot start: {e}");
-                let _ = self.events.send(Event::SpawnFailed {
-                    name: name.to_string(),
-                    error: e.to_string(),
-                });
-                return;
-            }
+            Err(e) => return fail(e.to_string()),
         };
         let exit = reaper.watch(launch.pid);
         let tx = self.events.clone();
@@ -190,7 +202,31 @@ impl Containers {
         let n = name.to_string();
         let spawned = launch.spawned;
         let pid = launch.pid;
+        let link = self
+            .net
+            .as_ref()
+            .ok()
+            .and_then(|n| n.as_ref())
+            .map(ContainerNet::link);
         tokio::task::spawn_local(async move {
+            // The host side first: connect the container to the bridge,
+            // then let its setup go on to exec.
+            if let (Some(a), Some((nl, bridge))) = (attachment, link) {
+                if let Err(e) = network::bridge::attach(&nl, &bridge, &a, pid).await {
+                    // SAFETY: kill(2) on the setup process berth just made,
+                    // not yet reaped.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = tx.send(Event::SetupFailed {
+                        name: n,
+                        error: format!("network: {e}"),
+                    });
+                    return;
+                }
+                log::debug!("{n}: on the bridge at {}/{}", a.ip, a.prefix);
+            }
+            // A setup that already failed has closed its end; its failure
+            // message follows on the socket.
+            let _ = runtime::release(&launch.sync);
             match runtime::setup_outcome(launch.sync).await {
                 None => {
                     log::debug!(
@@ -237,6 +273,52 @@ impl Containers {
                 context: launch.context,
             },
         );
+    }
+
+    /// How `c` joins the network: its /etc/hosts entries, the namespace it
+    /// shares, and its bridge attachment.
+    fn network_of(
+        &mut self,
+        c: &Container,
+    ) -> Result<(runtime::NetSpec, Option<network::bridge::Attachment>), String> {
+        use berth_config::NetworkMode;
+        match &c.network_mode {
+            NetworkMode::Bridge => {
+                let net = match &mut self.net {
+                    Ok(Some(n)) => n,
+                    Ok(None) => return Err("no container network".into()),
+                    Err(e) => return Err(format!("no container network: {e}")),
+                };
+                let configs: Vec<Container> = self
+                    .machine
+                    .units()
+                    .values()
+                    .map(|u| u.config.clone())
+                    .filter(network::on_bridge)
+                    .collect();
+                let attachment = net.attachment(&c.name)?;
+                Ok((
+                    runtime::NetSpec {
+                        hosts: net.hosts(&configs),
+                        join: None,
+                    },
+                    Some(attachment),
+                ))
+            }
+            NetworkMode::Service(target) => match self.pid(target) {
+                Some(pid) => Ok((
+                    runtime::NetSpec {
+                        hosts: Vec::new(),
+                        join: Some(pid),
+                    },
+                    None,
+                )),
+                None => Err(format!(
+                    "network_mode service:{target}: {target} is not running"
+                )),
+            },
+            NetworkMode::Host | NetworkMode::None => Ok((runtime::NetSpec::default(), None)),
+        }
     }
 
     fn cleanup(&mut self, name: String) {

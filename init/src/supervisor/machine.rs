@@ -303,6 +303,8 @@ pub enum Event {
     Shutdown,
     /// Shutdown has taken too long: kill what is left.
     KillAll,
+    /// The host network is up (or berth gave up waiting for it).
+    NetworkReady,
 }
 
 /// The timers a container can have.
@@ -365,17 +367,22 @@ enum Dep {
 pub struct Machine {
     units: BTreeMap<String, Unit>,
     shutting_down: bool,
+    /// Whether containers that use the network may start.
+    network_ready: bool,
 }
 
 impl Machine {
-    /// A machine for these containers, all waiting.
-    pub fn new(containers: impl IntoIterator<Item = Container>) -> Machine {
+    /// A machine for these containers, all waiting. Those that use the
+    /// network (bridge, host or another container's) also wait for
+    /// [`Event::NetworkReady`] unless `network_ready`.
+    pub fn new(containers: impl IntoIterator<Item = Container>, network_ready: bool) -> Machine {
         Machine {
             units: containers
                 .into_iter()
                 .map(|c| (c.name.clone(), Unit::new(c)))
                 .collect(),
             shutting_down: false,
+            network_ready,
         }
     }
 
@@ -448,6 +455,7 @@ impl Machine {
                     }
                 }
             }
+            Event::NetworkReady => self.network_ready = true,
             Event::KillAll => {
                 for u in self.units.values() {
                     if u.state.has_process() {
@@ -493,14 +501,15 @@ impl Machine {
             let Some(u) = self.units.get(&name) else {
                 continue;
             };
-            let verdicts: Vec<Dep> = u
-                .config
-                .dependencies()
-                .map(|(dep, cond)| {
-                    let required = u.config.depends_on.get(dep).is_none_or(|d| d.required);
-                    self.dependency(dep, cond, required)
-                })
-                .collect();
+            let needs_network = u.config.network_mode != berth_config::NetworkMode::None;
+            let mut verdicts: Vec<Dep> = Vec::new();
+            if needs_network && !self.network_ready {
+                verdicts.push(Dep::Pending("waiting for the host network".into()));
+            }
+            verdicts.extend(u.config.dependencies().map(|(dep, cond)| {
+                let required = u.config.depends_on.get(dep).is_none_or(|d| d.required);
+                self.dependency(dep, cond, required)
+            }));
             let blocked = verdicts.iter().find_map(|d| match d {
                 Dep::Blocked(r) => Some(r.clone()),
                 _ => None,
@@ -860,7 +869,7 @@ mod tests {
 
     fn machine(toml: &str) -> Machine {
         let m = berth_config::parse(&format!("version = 1\n{toml}"), "t.toml").unwrap();
-        Machine::new(m.containers.into_values())
+        Machine::new(m.containers.into_values(), true)
     }
 
     fn state(m: &Machine, n: &str) -> State {
@@ -1348,6 +1357,23 @@ mod tests {
         );
         let a = m.handle(t, Event::Start("a".into()));
         assert_eq!(spawns(&a), ["a"]);
+    }
+
+    #[test]
+    fn containers_that_use_the_network_wait_for_it() {
+        let m = berth_config::parse(
+            "version = 1\n[containers.net]\nimage = \"busybox\"\n[containers.offline]\nimage = \"busybox\"\nnetwork_mode = \"none\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut m = Machine::new(m.containers.into_values(), false);
+        let t = Instant::now();
+        assert_eq!(spawns(&m.start(t)), ["offline"]);
+        assert_eq!(
+            m.unit("net").unwrap().status,
+            "waiting for the host network"
+        );
+        assert_eq!(spawns(&m.handle(t, Event::NetworkReady)), ["net"]);
     }
 
     #[test]

@@ -96,6 +96,31 @@ pub async fn run(booted: Booted) -> Action {
         .as_ref()
         .ok()
         .and_then(|m| m.host.logging.files.clone());
+    // The bridge, if any container is on it.
+    let net = match &booted.manifest {
+        Ok(m) if containers.iter().any(crate::network::on_bridge) => {
+            match crate::network::ContainerNet::start(
+                &m.host.network,
+                &containers,
+                crate::network::IPAM_STATE.into(),
+            )
+            .await
+            {
+                Ok(n) => Ok(Some(n)),
+                Err(e) => {
+                    log::error!("container network: {e}");
+                    Err(e)
+                }
+            }
+        }
+        _ => Ok(None),
+    };
+    // Host interfaces come with the host network module; until then the
+    // network is ready when the manifest configures no interface.
+    let network_ready = booted
+        .manifest
+        .as_ref()
+        .map_or(true, |m| m.host.network.interfaces.is_empty());
     if let Ok(m) = &booted.manifest {
         let hostname = nix::unistd::gethostname()
             .ok()
@@ -108,7 +133,14 @@ pub async fn run(booted: Booted) -> Action {
         booted,
         reaper: reaper::Reaper::default(),
         commands: tx,
-        containers: containers::Containers::new(containers, Runtime::default(), files, ctx),
+        containers: containers::Containers::new(
+            containers,
+            Runtime::default(),
+            files,
+            net,
+            network_ready,
+            ctx,
+        ),
         claimed: BTreeSet::new(),
     };
     for ev in devices::scan("virtio-ports")

@@ -88,3 +88,46 @@ pub fn async_fd<T: OwnsFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> 
     // `register` requires for the `AsyncFd`'s whole life.
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(io::Error::from)
 }
+
+/// Writes a file so that a power cut leaves either the old or the new
+/// content, never a torn one: a temporary file in the same directory,
+/// fsync, rename over the target, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn atomic_writes_replace_whole_files_and_leave_no_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/state");
+        super::write_atomic(&p, b"one").unwrap();
+        super::write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(d.path().join("sub")).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        // A target that cannot be replaced leaves it as it was.
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        assert!(super::write_atomic(&d.path().join("dir"), b"x").is_err());
+        assert!(d.path().join("dir").is_dir());
+    }
+}
