@@ -4,6 +4,7 @@
 
 pub mod ipam;
 pub mod netlink;
+pub mod resolv;
 
 /// The host network's state, as containers that need it wait on it.
 #[derive(Debug, Clone, PartialEq, Eq)]

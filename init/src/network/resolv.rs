@@ -92,7 +92,11 @@ impl Resolver {
             .search
             .iter()
             .map(|s| s.trim_end_matches('.'))
-            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() && c != '#' && c != ';'))
+            .filter(|s| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_graphic() && c != '#' && c != ';')
+            })
             .take(MAX_SEARCH)
             .collect();
         if !search.is_empty() {
@@ -107,10 +111,17 @@ impl Resolver {
 pub fn write_atomic(path: &Path, contents: &str) -> Result<(), Error> {
     let err = |op, p: &Path| {
         let p = p.to_path_buf();
-        move |source| Error::Io { op, path: p, source }
+        move |source| Error::Io {
+            op,
+            path: p,
+            source,
+        }
     };
     let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.berth-{}", std::process::id()));
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -119,7 +130,8 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), Error> {
             .truncate(true)
             .open(&tmp)
             .map_err(err("create", &tmp))?;
-        f.write_all(contents.as_bytes()).map_err(err("write", &tmp))?;
+        f.write_all(contents.as_bytes())
+            .map_err(err("write", &tmp))?;
         f.sync_all().map_err(err("fsync", &tmp))?;
         std::fs::rename(&tmp, path).map_err(err("rename into place", path))
     })();
@@ -201,7 +213,10 @@ mod tests {
         let path = dir.path().join("resolv.conf");
         write_atomic(&path, "nameserver 10.0.0.1\n").unwrap();
         write_atomic(&path, "nameserver 10.0.0.2\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "nameserver 10.0.0.2\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "nameserver 10.0.0.2\n"
+        );
         // No temporary file is left beside it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let e = write_atomic(&dir.path().join("no/such/resolv.conf"), "x").unwrap_err();
