@@ -117,9 +117,14 @@ impl Link {
 }
 
 /// A connection to the kernel's routing netlink, in one network namespace.
+///
+/// The kernel runs one dump at a time per socket and answers a second with
+/// EBUSY (pitfall 11), so dumps (listing all links or addresses) take turns
+/// through `dumps`; lookups by name or index are single requests.
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    dumps: std::rc::Rc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
@@ -128,7 +133,10 @@ impl Netlink {
     pub fn new() -> Result<Netlink, Error> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
         tokio::task::spawn_local(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            dumps: Default::default(),
+        })
     }
 
     /// Connects in the network namespace of process `pid` (a container's).
@@ -149,11 +157,15 @@ impl Netlink {
         }
         let (conn, handle, _) = made?;
         tokio::task::spawn_local(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            dumps: Default::default(),
+        })
     }
 
     /// Every link.
     pub async fn links(&self) -> Result<Vec<Link>, Error> {
+        let _turn = self.dumps.lock().await;
         let mut out = Vec::new();
         let mut s = self.handle.link().get().execute();
         loop {
@@ -173,7 +185,24 @@ impl Netlink {
 
     /// The link matching `f`, if there is one.
     pub async fn link(&self, f: &LinkFilter) -> Result<Option<Link>, Error> {
-        Ok(self.links().await?.into_iter().find(|l| l.matches(f)))
+        let req = self.handle.link().get();
+        let req = match f {
+            LinkFilter::Name(n) => req.match_name(n.clone()),
+            LinkFilter::Index(i) => req.match_index(*i),
+            LinkFilter::Mac(_) => {
+                return Ok(self.links().await?.into_iter().find(|l| l.matches(f)));
+            }
+        };
+        match req.execute().try_next().await {
+            Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(source) => Err(Error::Request {
+                op: "look up link",
+                target: f.to_string(),
+                source,
+            }),
+        }
     }
 
     /// The link matching `f`, or a NotFound error for `op`.
@@ -322,6 +351,7 @@ impl Netlink {
 
     /// Deletes every address of `l` equal to `addr`; none is fine.
     pub async fn del_address(&self, l: &Link, addr: IpAddr) -> Result<(), Error> {
+        let turn = self.dumps.lock().await;
         let mut s = self
             .handle
             .address()
@@ -337,6 +367,7 @@ impl Netlink {
         })? {
             found.push(m);
         }
+        drop(turn);
         for m in found {
             match self.handle.address().del(m).execute().await {
                 Ok(()) => {}

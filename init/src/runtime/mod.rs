@@ -232,7 +232,6 @@ impl Runtime {
             .collect();
         let plan = rootfs::plan(&rootfs::Inputs {
             privileged: c.privileged,
-            own_netns: spec.own_netns,
             shm_size: c.shm_size,
             devices: &devices,
             mounts: &spec.mounts,

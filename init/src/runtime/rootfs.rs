@@ -133,8 +133,6 @@ pub enum UserMount {
 pub struct Inputs<'a> {
     /// Whether the container is privileged (host /dev, writable /sys).
     pub privileged: bool,
-    /// Whether it has its own network namespace (sysfs shows its links).
-    pub own_netns: bool,
     /// /dev/shm's size in bytes.
     pub shm_size: u64,
     /// Host devices to add: (host node, path in the container).
@@ -174,18 +172,9 @@ pub fn plan(i: &Inputs<'_>) -> Vec<Op> {
     } else {
         NOSUID_NODEV_NOEXEC | MsFlags::MS_RDONLY
     };
-    if i.own_netns || i.privileged {
-        ops.push(mount("sysfs", "sys", "sysfs", sys_flags, None));
-    } else {
-        // sysfs shows the network namespace of whoever mounts it: a
-        // container in the host's namespace gets the host's, read-only.
-        ops.push(Op::Bind {
-            source: "/sys".into(),
-            target: "sys".into(),
-            read_only: !i.privileged,
-            flags: NOSUID_NODEV_NOEXEC,
-        });
-    }
+    // A fresh sysfs shows the network namespace the child is in: its own,
+    // the host's (host mode) or the one it joined (service mode).
+    ops.push(mount("sysfs", "sys", "sysfs", sys_flags, None));
     ops.push(mount(
         "cgroup2",
         "sys/fs/cgroup",
@@ -341,7 +330,6 @@ mod tests {
     fn inputs<'a>(mounts: &'a [UserMount], files: &'a [(PathBuf, PathBuf)]) -> Inputs<'a> {
         Inputs {
             privileged: false,
-            own_netns: true,
             shm_size: 64 << 20,
             devices: &[],
             mounts,
@@ -474,11 +462,9 @@ mod tests {
     }
 
     #[test]
-    fn host_network_binds_the_hosts_sys_read_only() {
-        let mut i = inputs(&[], &[]);
-        i.own_netns = false;
-        let t = targets(&plan(&i));
-        assert_eq!(t[1], "bind /sys sys ro");
+    fn sys_is_a_fresh_mount() {
+        let t = targets(&plan(&inputs(&[], &[])));
+        assert_eq!(t[1..3], ["sysfs sys", "cgroup2 sys/fs/cgroup"]);
     }
 
     #[test]
