@@ -414,7 +414,12 @@ impl Snapshot {
             let left = |d: Duration| (at + d).saturating_duration_since(now).as_secs();
             v["address"] = l.cidr().into();
             v["router"] = l.router.map(|r| r.to_string()).into();
-            v["dns"] = l.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>().into();
+            v["dns"] = l
+                .dns
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .into();
             v["search"] = l.search.clone().into();
             v["server"] = l.server.to_string().into();
             v["lease_s"] = l.duration.map(|d| d.as_secs()).into();
@@ -439,7 +444,9 @@ pub fn backoff(n: u32) -> Duration {
 
 /// The netmask of a prefix length, as a host-order u32.
 fn prefix_mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
 }
 
 /// The prefix length of a contiguous netmask.
@@ -815,14 +822,14 @@ pub fn socket(iface: &str) -> Result<tokio::net::UdpSocket, Error> {
             source,
         }
     };
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(err("socket"))?;
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err("socket"))?;
     s.set_reuse_address(true).map_err(err("SO_REUSEADDR"))?;
     s.set_broadcast(true).map_err(err("SO_BROADCAST"))?;
     s.bind_device(Some(iface.as_bytes()))
         .map_err(err("SO_BINDTODEVICE"))?;
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT);
-    s.bind(&SockAddr::from(any)).map_err(err("bind to port 68"))?;
+    s.bind(&SockAddr::from(any))
+        .map_err(err("bind to port 68"))?;
     s.set_nonblocking(true).map_err(err("O_NONBLOCK"))?;
     tokio::net::UdpSocket::from_std(s.into()).map_err(err("register"))
 }
@@ -1053,7 +1060,10 @@ mod tests {
         c.start(t0);
         c.handle(t0, Event::Reply(offer(c.xid())));
         let a = c.handle(t0, Event::Reply(ack(c.xid())));
-        assert!(matches!(&a[..], [Action::Apply { old: None, .. }]), "{a:#?}");
+        assert!(
+            matches!(&a[..], [Action::Apply { old: None, .. }]),
+            "{a:#?}"
+        );
         assert_eq!(c.state(), State::Bound);
         c
     }
@@ -1117,7 +1127,10 @@ mod tests {
         assert_eq!(c.state(), State::Bound);
         assert_eq!(c.lease(), Some(&lease));
         assert_eq!(c.deadline(), Some(t + s(1800)));
-        assert_eq!(lease.describe(), "10.0.2.15/24 via 10.0.2.2 (DHCP, lease 3600 s)");
+        assert_eq!(
+            lease.describe(),
+            "10.0.2.15/24 via 10.0.2.2 (DHCP, lease 3600 s)"
+        );
     }
 
     #[test]
@@ -1177,7 +1190,12 @@ mod tests {
         let t = t1 + s(3);
         let a = c.handle(t, Event::Reply(ack(c.xid())));
         match &a[..] {
-            [Action::Apply { lease, old: Some(old) }] => {
+            [
+                Action::Apply {
+                    lease,
+                    old: Some(old),
+                },
+            ] => {
                 assert_eq!(lease.address, ADDR);
                 assert_eq!(old.address, ADDR);
             }
@@ -1286,7 +1304,10 @@ mod tests {
         // A NAK while renewing removes the address, then starts over.
         let mut c = bound(t0);
         c.handle(t0 + s(1800), Event::Timeout);
-        let a = c.handle(t0 + s(1801), Event::Reply(Reply::new(ReplyKind::Nak, c.xid())));
+        let a = c.handle(
+            t0 + s(1801),
+            Event::Reply(Reply::new(ReplyKind::Nak, c.xid())),
+        );
         match &a[..] {
             [Action::Remove(l), Action::Send { message, .. }] => {
                 assert_eq!(l.address, ADDR);
@@ -1404,7 +1425,9 @@ mod tests {
         let o = back.opts();
         assert_eq!(
             o.get(OptionCode::ClientIdentifier),
-            Some(&DhcpOption::ClientIdentifier(vec![1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]))
+            Some(&DhcpOption::ClientIdentifier(vec![
+                1, 0x52, 0x54, 0, 0x12, 0x34, 0x56
+            ]))
         );
         assert_eq!(
             o.get(OptionCode::Hostname),
@@ -1412,7 +1435,9 @@ mod tests {
         );
         assert_eq!(
             o.get(OptionCode::ParameterRequestList),
-            Some(&DhcpOption::ParameterRequestList(REQUESTED_OPTIONS.to_vec()))
+            Some(&DhcpOption::ParameterRequestList(
+                REQUESTED_OPTIONS.to_vec()
+            ))
         );
         assert!(o.get(OptionCode::MaxMessageSize).is_some());
     }
@@ -1433,7 +1458,9 @@ mod tests {
         o.insert(DhcpOption::ServerIdentifier(SERVER));
         o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
         o.insert(DhcpOption::Router(vec![SERVER, Ipv4Addr::new(10, 0, 2, 1)]));
-        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]));
+        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
+            10, 0, 2, 3,
+        )]));
         o.insert(DhcpOption::DomainName("example.org".into()));
         o.insert(DhcpOption::DomainSearch(vec![
             "a.example.".parse().unwrap(),
@@ -1470,7 +1497,9 @@ mod tests {
         let r = parse(&server_reply(MessageType::Offer, &MAC), &MAC).unwrap();
         assert_eq!(r.kind, ReplyKind::Offer);
         assert_eq!(
-            parse(&server_reply(MessageType::Nak, &MAC), &MAC).unwrap().kind,
+            parse(&server_reply(MessageType::Nak, &MAC), &MAC)
+                .unwrap()
+                .kind,
             ReplyKind::Nak
         );
         // Someone else's reply, a request, garbage: nothing.

@@ -2,6 +2,8 @@
 //! with a veth pair per container, addresses from a deterministic IPAM,
 //! NAT and published ports in nftables, and names between containers.
 
+pub mod dhcp;
+pub mod host;
 pub mod ipam;
 pub mod netlink;
 pub mod resolv;
