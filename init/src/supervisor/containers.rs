@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use berth_config::{Container, HealthTest, LogFiles};
 use tokio::sync::mpsc;
 
-use super::machine::{Action, Event, Machine};
+use super::machine::{Action, Event, Machine, Notice};
 use super::output;
 use super::reaper::{Exit, Reaper};
 use crate::logging::container::ContainerLog;
@@ -51,6 +51,8 @@ pub struct Containers {
     /// The bridge and its address book, if any container is on it and it
     /// could be set up (else why not).
     net: Result<Option<ContainerNet>, String>,
+    /// Events for API watchers, as JSON lines.
+    notices: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Containers {
@@ -72,6 +74,7 @@ impl Containers {
             logs: BTreeMap::new(),
             files,
             net,
+            notices: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
@@ -161,6 +164,8 @@ impl Containers {
                 }
                 Action::Check { name, generation } => self.check(&name, generation, reaper),
                 Action::Cleanup(name) => self.cleanup(name),
+                Action::Forget(name) => self.forget(&name),
+                Action::Notify { name, notice } => self.notify(&name, &notice),
             }
         }
     }
@@ -319,6 +324,41 @@ impl Containers {
             },
             NetworkMode::Host | NetworkMode::None => Ok((runtime::NetSpec::default(), None)),
         }
+    }
+
+    /// New events for API watchers (`GET /v1/events`), as JSON lines.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.notices.subscribe()
+    }
+
+    fn notify(&self, name: &str, notice: &Notice) {
+        if self.notices.receiver_count() == 0 {
+            return;
+        }
+        let time = crate::logging::files::rfc3339(std::time::SystemTime::now());
+        let v = match notice {
+            Notice::Start => serde_json::json!({"time": time, "container": name, "event": "start"}),
+            Notice::Die { exit_code, oom } => serde_json::json!({
+                "time": time, "container": name, "event": "die", "exit_code": exit_code, "oom": oom,
+            }),
+            Notice::Oom => serde_json::json!({"time": time, "container": name, "event": "oom"}),
+            Notice::Health(h) => serde_json::json!({
+                "time": time, "container": name, "event": "health_status", "health": h.as_str(),
+            }),
+            Notice::Restart { restarts } => serde_json::json!({
+                "time": time, "container": name, "event": "restart", "restarts": restarts,
+            }),
+        };
+        let _ = self.notices.send(v.to_string());
+    }
+
+    /// A container a reload removed: its log, address and writable layer go.
+    fn forget(&mut self, name: &str) {
+        self.logs.remove(name);
+        if let Ok(Some(net)) = &mut self.net {
+            net.release(name);
+        }
+        self.runtime.remove_layer(name);
     }
 
     fn cleanup(&mut self, name: String) {

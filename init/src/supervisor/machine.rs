@@ -143,6 +143,10 @@ pub enum StopReason {
     Unhealthy,
     /// It ran past its `timeout`.
     Timeout,
+    /// A reload removes or changes it.
+    Reload,
+    /// An operator asked for a restart.
+    Restart,
 }
 
 /// How the last run ended.
@@ -222,6 +226,10 @@ pub struct Unit {
     stop_reason: Option<StopReason>,
     /// The setup failure of the current run, until its exit arrives.
     setup_error: Option<String>,
+    /// A reload's new entry, applied once the old run has stopped.
+    pending: Option<Container>,
+    /// A reload removes it once its run has stopped.
+    removing: bool,
 }
 
 impl Unit {
@@ -242,7 +250,17 @@ impl Unit {
             health_failures: 0,
             stop_reason: None,
             setup_error: None,
+            pending: None,
+            removing: false,
         }
+    }
+
+    /// Takes a new manifest entry: counters reset, waiting again.
+    fn replace(&mut self, config: Container) {
+        let generation = self.generation;
+        *self = Unit::new(config);
+        // Keep counting runs, so timers of the old entry stay stale.
+        self.generation = generation;
     }
 }
 
@@ -299,6 +317,8 @@ pub enum Event {
     Stop(String),
     /// An operator asks to start it.
     Start(String),
+    /// An operator asks to restart it (stop, then start).
+    Restart(String),
     /// The machine is shutting down.
     Shutdown,
     /// Shutdown has taken too long: kill what is left.
@@ -352,6 +372,52 @@ pub enum Action {
     },
     /// Remove the run's cgroup and runtime files.
     Cleanup(String),
+    /// A reload removed the container: forget its log, address and
+    /// writable layer.
+    Forget(String),
+    /// Something worth telling API watchers happened.
+    Notify {
+        /// The container.
+        name: String,
+        /// What.
+        notice: Notice,
+    },
+}
+
+/// What `GET /v1/events` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Its program started running.
+    Start,
+    /// Its process ended.
+    Die {
+        /// The shell-style exit code.
+        exit_code: i32,
+        /// Whether the OOM killer struck.
+        oom: bool,
+    },
+    /// The OOM killer killed in its cgroup.
+    Oom,
+    /// Its health changed.
+    Health(Health),
+    /// A restart is due.
+    Restart {
+        /// Restarts so far, this one included.
+        restarts: u32,
+    },
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// New containers.
+    pub added: Vec<String>,
+    /// Containers gone from the manifest.
+    pub removed: Vec<String>,
+    /// Containers whose entry changed: recreated.
+    pub changed: Vec<String>,
+    /// Containers left as they were.
+    pub unchanged: Vec<String>,
 }
 
 /// Whether a dependency lets a container start.
@@ -436,6 +502,20 @@ impl Machine {
                 ok,
             } => self.health(&name, generation, ok, now, &mut out),
             Event::Stop(name) => self.stop(&name, StopReason::Request, &mut out),
+            Event::Restart(name) => {
+                if let Some(u) = self.units.get_mut(&name)
+                    && !self.shutting_down
+                {
+                    if u.state.has_process() {
+                        self.stop(&name, StopReason::Restart, &mut out);
+                    } else {
+                        u.failures = 0;
+                        u.short_runs = 0;
+                        u.backoff = BACKOFF_INITIAL;
+                        set(u, State::Waiting, "restart requested");
+                    }
+                }
+            }
             Event::Start(name) => {
                 if let Some(u) = self.units.get_mut(&name)
                     && !u.state.has_process()
@@ -536,6 +616,59 @@ impl Machine {
         }
     }
 
+    /// Applies a reloaded manifest's containers as a difference: new ones
+    /// wait to start, removed ones stop and go, changed ones stop and come
+    /// back with their new entry, the others are not touched.
+    pub fn reload(
+        &mut self,
+        now: Instant,
+        containers: Vec<Container>,
+    ) -> (Vec<Action>, ReloadSummary) {
+        let mut out = Vec::new();
+        let mut summary = ReloadSummary::default();
+        let mut new: BTreeMap<String, Container> = containers
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        let names: Vec<String> = self.units.keys().cloned().collect();
+        for name in names {
+            let Some(u) = self.units.get_mut(&name) else {
+                continue;
+            };
+            match new.remove(&name) {
+                None => {
+                    summary.removed.push(name.clone());
+                    if u.state.has_process() {
+                        u.removing = true;
+                        self.stop(&name, StopReason::Reload, &mut out);
+                    } else {
+                        log::info!("{name}: removed by reload");
+                        self.units.remove(&name);
+                        out.push(Action::Forget(name));
+                    }
+                }
+                Some(c) if c == u.config => summary.unchanged.push(name),
+                Some(c) => {
+                    summary.changed.push(name.clone());
+                    if u.state.has_process() {
+                        u.pending = Some(c);
+                        self.stop(&name, StopReason::Reload, &mut out);
+                    } else {
+                        u.replace(c);
+                        set(u, State::Waiting, "recreated by reload");
+                    }
+                }
+            }
+        }
+        for (name, c) in new {
+            summary.added.push(name.clone());
+            log::info!("{name}: added by reload");
+            self.units.insert(name, Unit::new(c));
+        }
+        self.settle(now, &mut out);
+        (out, summary)
+    }
+
     fn dependency(&self, dep: &str, cond: Condition, required: bool) -> Dep {
         let Some(d) = self.units.get(dep) else {
             return if required {
@@ -610,6 +743,10 @@ impl Machine {
             None => "running",
         };
         set(u, State::Running, status);
+        out.push(Action::Notify {
+            name: name.to_string(),
+            notice: Notice::Start,
+        });
         if let Some(t) = u.config.timeout {
             out.push(timer(u, TimerKind::Timeout, t));
         }
@@ -632,11 +769,42 @@ impl Machine {
             .map(|s| now.saturating_duration_since(s));
         u.health = Health::None;
         out.push(Action::Cleanup(name.to_string()));
+        out.push(Action::Notify {
+            name: name.to_string(),
+            notice: Notice::Die {
+                exit_code: exit.code(),
+                oom,
+            },
+        });
+        if oom {
+            out.push(Action::Notify {
+                name: name.to_string(),
+                notice: Notice::Oom,
+            });
+        }
         let why = last.describe();
         let ok = last.ok();
         let stopped_by = last.stopped_by;
         u.last_exit = Some(last);
 
+        if stopped_by == Some(StopReason::Reload) && !shutting_down {
+            if u.removing {
+                log::info!("{name}: removed by reload");
+                self.units.remove(name);
+                out.push(Action::Forget(name.to_string()));
+            } else if let Some(config) = u.pending.take() {
+                u.replace(config);
+                set(u, State::Waiting, "recreated by reload");
+            }
+            return;
+        }
+        if stopped_by == Some(StopReason::Restart) && !shutting_down {
+            u.failures = 0;
+            u.short_runs = 0;
+            u.backoff = BACKOFF_INITIAL;
+            set(u, State::Waiting, "restart requested");
+            return;
+        }
         if matches!(stopped_by, Some(StopReason::Request | StopReason::Shutdown)) || shutting_down {
             set(u, State::Stopped, &why);
             return;
@@ -708,6 +876,12 @@ impl Machine {
         match kind {
             TimerKind::Backoff if u.state == State::BackingOff && !shutting_down => {
                 u.restarts += 1;
+                out.push(Action::Notify {
+                    name: name.to_string(),
+                    notice: Notice::Restart {
+                        restarts: u.restarts,
+                    },
+                });
                 spawn(u, out);
             }
             TimerKind::Grace if u.state == State::Stopping => {
@@ -761,6 +935,10 @@ impl Machine {
             }
         }
         if u.health != was {
+            out.push(Action::Notify {
+                name: name.to_string(),
+                notice: Notice::Health(u.health),
+            });
             let status = format!("running, {}", u.health.as_str());
             log::info!(
                 "{name}: health {} → {}{}",
@@ -806,6 +984,8 @@ impl Machine {
                         StopReason::Shutdown => "shutdown",
                         StopReason::Unhealthy => "unhealthy",
                         StopReason::Timeout => "timeout",
+                        StopReason::Reload => "reload",
+                        StopReason::Restart => "restart requested",
                     }
                 );
                 set(u, State::Stopping, &status);
@@ -1374,6 +1554,132 @@ mod tests {
             "waiting for the host network"
         );
         assert_eq!(spawns(&m.handle(t, Event::NetworkReady)), ["net"]);
+    }
+
+    #[test]
+    fn reload_adds_removes_and_recreates_only_what_changed() {
+        let mut m = machine(
+            "[containers.keep]\nimage = \"busybox\"\ncommand = [\"sleep\", \"1\"]\n\
+             [containers.gone]\nimage = \"busybox\"\n\
+             [containers.edit]\nimage = \"busybox\"\ncommand = [\"old\"]\n",
+        );
+        let t = Instant::now();
+        m.start(t);
+        for n in ["keep", "gone", "edit"] {
+            m.handle(t, Event::Running { name: n.into() });
+        }
+        let keep_gen = m.unit("keep").unwrap().generation;
+        let new = berth_config::parse(
+            "version = 1\n[containers.keep]\nimage = \"busybox\"\ncommand = [\"sleep\", \"1\"]\n\
+             [containers.edit]\nimage = \"busybox\"\ncommand = [\"new\"]\n\
+             [containers.fresh]\nimage = \"busybox\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let (a, summary) = m.reload(t, new.containers.into_values().collect());
+        assert_eq!(
+            summary,
+            ReloadSummary {
+                added: vec!["fresh".into()],
+                removed: vec!["gone".into()],
+                changed: vec!["edit".into()],
+                unchanged: vec!["keep".into()],
+            }
+        );
+        assert_eq!(spawns(&a), ["fresh"]);
+        assert!(a.contains(&Action::Signal {
+            name: "gone".into(),
+            signal: 15
+        }));
+        assert!(a.contains(&Action::Signal {
+            name: "edit".into(),
+            signal: 15
+        }));
+        // Untouched: same run, still running.
+        assert_eq!(m.unit("keep").unwrap().generation, keep_gen);
+        assert_eq!(state(&m, "keep"), State::Running);
+        // The removed one goes once stopped; the edited one comes back new.
+        let a = m.handle(t, exited("gone", 143));
+        assert!(a.contains(&Action::Forget("gone".into())));
+        assert!(m.unit("gone").is_none());
+        let a = m.handle(t, exited("edit", 143));
+        assert_eq!(spawns(&a), ["edit"]);
+        assert_eq!(
+            m.unit("edit").unwrap().config.command,
+            Some(vec!["new".to_string()])
+        );
+        assert_eq!(m.unit("edit").unwrap().restarts, 0);
+    }
+
+    #[test]
+    fn restart_requests_stop_then_start() {
+        let mut m = machine("[containers.a]\nimage = \"busybox\"\n");
+        let t = Instant::now();
+        m.start(t);
+        m.handle(t, Event::Running { name: "a".into() });
+        let a = m.handle(t, Event::Restart("a".into()));
+        assert!(a.contains(&Action::Signal {
+            name: "a".into(),
+            signal: 15
+        }));
+        let a = m.handle(t, exited("a", 143));
+        assert_eq!(spawns(&a), ["a"]);
+    }
+
+    #[test]
+    fn events_are_notified() {
+        let mut m = machine(
+            "[containers.a]\nimage = \"busybox\"\nrestart = \"always\"\nhealthcheck = { test = [\"CMD\", \"true\"] }\n",
+        );
+        let t = Instant::now();
+        m.start(t);
+        let notices = |a: &[Action]| -> Vec<Notice> {
+            a.iter()
+                .filter_map(|a| match a {
+                    Action::Notify { notice, .. } => Some(notice.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let a = m.handle(t, Event::Running { name: "a".into() });
+        assert_eq!(notices(&a), [Notice::Start]);
+        let g = m.unit("a").unwrap().generation;
+        let a = m.handle(
+            t,
+            Event::Health {
+                name: "a".into(),
+                generation: g,
+                ok: true,
+            },
+        );
+        assert_eq!(notices(&a), [Notice::Health(Health::Healthy)]);
+        let a = m.handle(
+            t,
+            Event::Exited {
+                name: "a".into(),
+                exit: Exit::Signal(9),
+                oom: true,
+            },
+        );
+        assert_eq!(
+            notices(&a),
+            [
+                Notice::Die {
+                    exit_code: 137,
+                    oom: true
+                },
+                Notice::Oom
+            ]
+        );
+        let a = m.handle(
+            t,
+            Event::Timer {
+                name: "a".into(),
+                generation: g,
+                kind: TimerKind::Backoff,
+            },
+        );
+        assert_eq!(notices(&a), [Notice::Restart { restarts: 1 }]);
     }
 
     #[test]
