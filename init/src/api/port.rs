@@ -13,14 +13,13 @@
 //! request cut off by a host that left is answered with 400 when the next
 //! bytes arrive, and a new connection starts. Nothing polls in a loop.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use hyper::service::service_fn;
@@ -46,9 +45,19 @@ struct Inner {
     sigio: Signal,
 }
 
-/// A non-blocking port, shared by successive HTTP connections.
+/// A non-blocking port, shared by successive HTTP connections. (hyper wants
+/// upgradable connections to be `Send`; the lock is never contended, PID 1
+/// has one thread.)
 #[derive(Clone)]
-struct Port(Rc<RefCell<Inner>>);
+struct Port(Arc<Mutex<Inner>>);
+
+impl Port {
+    fn inner(&self) -> std::io::Result<std::sync::MutexGuard<'_, Inner>> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("control port state poisoned"))
+    }
+}
 
 impl Inner {
     /// The live descriptor, waiting for SIGIO first if parked.
@@ -81,7 +90,7 @@ impl AsyncRead for Port {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let mut inner = self.0.borrow_mut();
+        let mut inner = self.inner()?;
         loop {
             let fd = ready!(inner.live(cx))?;
             let mut guard = ready!(fd.poll_read_ready(cx))?;
@@ -105,7 +114,7 @@ impl AsyncWrite for Port {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let mut inner = self.0.borrow_mut();
+        let mut inner = self.inner()?;
         loop {
             let fd = ready!(inner.live(cx))?;
             let mut guard = ready!(fd.poll_write_ready(cx))?;
@@ -150,7 +159,7 @@ pub async fn serve_port(path: &Path, commands: Commands) -> std::io::Result<()> 
     let sigio = signal(SignalKind::io())?;
     let file = open(path)?;
     // Live at first: the first read tells whether a host is there.
-    let port = Port(Rc::new(RefCell::new(Inner {
+    let port = Port(Arc::new(Mutex::new(Inner {
         state: State::Live(crate::sys::async_fd(file)?),
         sigio,
     })));
@@ -160,7 +169,8 @@ pub async fn serve_port(path: &Path, commands: Commands) -> std::io::Result<()> 
         let service = service_fn(move |req| super::handle(req, commands.clone()));
         let conn = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
-            .serve_connection(TokioIo::new(port.clone()), service);
+            .serve_connection(TokioIo::new(port.clone()), service)
+            .with_upgrades();
         if let Err(e) = conn.await {
             log::debug!("control channel connection ended: {e}");
             // Back off a little, so a port that fails every read cannot

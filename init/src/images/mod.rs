@@ -88,6 +88,28 @@ pub fn dir_name(r: &ImageRef) -> PathBuf {
 }
 
 impl Store {
+    /// Every image, for `GET /v1/images`.
+    pub fn list(&self) -> serde_json::Value {
+        let mut out = Vec::new();
+        for name in walk_dirs(&self.root, 4) {
+            let rootfs = name.join("rootfs");
+            if rootfs.is_dir() {
+                let rel = name.strip_prefix(&self.root).unwrap_or(&name);
+                let mut parts: Vec<String> = rel
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect();
+                let tag = parts.pop().unwrap_or_default();
+                out.push(serde_json::json!({
+                    "reference": format!("{}:{tag}", parts.join("/")),
+                    "layers": 1,
+                    "size_bytes": du(&rootfs),
+                }));
+            }
+        }
+        serde_json::Value::Array(out)
+    }
+
     /// A store rooted at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Store { root: root.into() }
@@ -125,6 +147,38 @@ impl Store {
             config,
         })
     }
+}
+
+/// Directories under `root`, down to `depth` levels.
+fn walk_dirs(root: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if depth == 0 {
+        return out;
+    }
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == "rootfs") {
+                continue;
+            }
+            out.push(p.clone());
+            out.extend(walk_dirs(&p, depth - 1));
+        }
+    }
+    out
+}
+
+/// Bytes used by the regular files under `dir`.
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => total += du(&e.path()),
+            Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+            _ => {}
+        }
+    }
+    total
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct ContainerLog {
     syslog: bool,
     /// Its current process, for syslog's PROCID.
     pub pid: u32,
+    /// Lines as stored, for `logs --follow`.
+    followers: tokio::sync::broadcast::Sender<String>,
 }
 
 impl ContainerLog {
@@ -72,7 +74,18 @@ impl ContainerLog {
                 .map(|f| Rotating::new(&f.dir, name, f.max_size, f.max_files)),
             syslog: cfg.syslog,
             pid: 0,
+            followers: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Its files, oldest first (for `logs`).
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        self.file.as_ref().map(Rotating::all).unwrap_or_default()
+    }
+
+    /// New lines, as stored, as they come.
+    pub fn follow(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.followers.subscribe()
     }
 
     /// Takes a batch of lines from one stream.
@@ -84,8 +97,16 @@ impl ContainerLog {
             Stream::Out => "stdout",
             Stream::Err => "stderr",
         };
+        let now = SystemTime::now();
+        let followed = self.followers.receiver_count() > 0;
+        if followed {
+            for l in lines {
+                let mut stored = files::line(now, tag, l);
+                stored.pop();
+                let _ = self.followers.send(stored);
+            }
+        }
         if let Some(f) = self.file.as_mut() {
-            let now = SystemTime::now();
             let mut buf = String::new();
             for l in lines {
                 buf.push_str(&files::line(now, tag, l));

@@ -41,6 +41,19 @@ impl Rotating {
         &self.path
     }
 
+    /// The files that exist, oldest first, the current one last.
+    pub fn all(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = (1..self.max_files)
+            .rev()
+            .map(|n| self.rotated(n))
+            .filter(|p| p.exists())
+            .collect();
+        if self.path.exists() {
+            v.push(self.path.clone());
+        }
+        v
+    }
+
     fn open(&mut self) -> std::io::Result<&mut File> {
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {

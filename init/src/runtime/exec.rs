@@ -48,6 +48,8 @@ pub struct Target<'a> {
     pub env: &'a [String],
     /// The working directory.
     pub cwd: &'a Path,
+    /// Whether stdin is a terminal to make the controlling terminal.
+    pub tty: bool,
 }
 
 /// A started command.
@@ -212,6 +214,17 @@ fn command_main(
         // SAFETY: dup2 onto 0..2, which no Rust object owns here.
         if unsafe { libc::dup2(fd.as_raw_fd(), i as i32) } < 0 {
             fail(Failure::sys("dup2 stdio", None, Errno::last()));
+        }
+    }
+    if t.tty {
+        // A session of its own, with the terminal as its controlling one, so
+        // job control and Ctrl-C work in an interactive shell.
+        if let Err(e) = nix::unistd::setsid() {
+            fail(Failure::sys("setsid", None, e));
+        }
+        // SAFETY: TIOCSCTTY on stdin, the terminal just put there.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            fail(Failure::sys("take the terminal", None, Errno::last()));
         }
     }
     // SAFETY: only sets close-on-exec flags.

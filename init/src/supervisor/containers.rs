@@ -95,20 +95,7 @@ impl Containers {
             self.machine
                 .units()
                 .values()
-                .map(|u| {
-                    serde_json::json!({
-                        "name": u.config.name,
-                        "image": u.config.image.to_string(),
-                        "state": u.state.as_str(),
-                        "health": u.health.as_str(),
-                        "status": u.status,
-                        "restarts": u.restarts,
-                        "pid": self.pid(&u.config.name),
-                        "uptime_ms": u.started_at.map(|s| now.saturating_duration_since(s).as_millis() as u64),
-                        "exit_code": u.last_exit.as_ref().map(|e| e.exit.code()),
-                        "oom_killed": u.last_exit.as_ref().is_some_and(|e| e.oom),
-                    })
-                })
+                .map(|u| self.row(u, now))
                 .collect(),
         )
     }
@@ -326,6 +313,204 @@ impl Containers {
         }
     }
 
+    /// A container's state and entry, for `inspect`.
+    pub fn inspect(&self, name: &str) -> Option<serde_json::Value> {
+        let u = self.machine.unit(name)?;
+        let mut v = self.row(u, Instant::now());
+        v["config"] = serde_json::json!({
+            "command": u.config.command,
+            "entrypoint": u.config.entrypoint,
+            "environment": u.config.environment,
+            "working_dir": u.config.working_dir,
+            "user": u.config.user.as_ref().map(|u| match &u.group {
+                Some(g) => format!("{}:{g}", u.user),
+                None => u.user.to_string(),
+            }),
+            "restart": u.config.restart.to_string(),
+            "network_mode": u.config.network_mode.to_string(),
+            "hostname": u.config.hostname,
+            "read_only": u.config.read_only,
+            "privileged": u.config.privileged,
+            "init": u.config.init,
+            "stop_signal": u.config.stop_signal.name(),
+            "stop_grace_period_ms": u.config.stop_grace_period.as_millis() as u64,
+            "healthcheck": u.config.healthcheck.as_ref().map(|h| serde_json::json!({
+                "test": match &h.test {
+                    HealthTest::Cmd(a) => serde_json::json!(["CMD"].iter().map(|s| s.to_string()).chain(a.iter().cloned()).collect::<Vec<_>>()),
+                    HealthTest::Shell(s) => serde_json::json!(["CMD-SHELL", s]),
+                },
+                "interval_ms": h.interval.as_millis() as u64,
+                "timeout_ms": h.timeout.as_millis() as u64,
+                "retries": h.retries,
+            })),
+            "resources": {
+                "memory": u.config.resources.memory,
+                "cpus": u.config.resources.cpus,
+                "pids": u.config.resources.pids,
+            },
+            "labels": u.config.labels,
+        });
+        Some(v)
+    }
+
+    fn row(&self, u: &super::machine::Unit, now: Instant) -> serde_json::Value {
+        let name = &u.config.name;
+        let ip = match &self.net {
+            Ok(Some(n)) if network::on_bridge(&u.config) => n.ip(name).map(|i| i.to_string()),
+            _ => None,
+        };
+        serde_json::json!({
+            "name": name,
+            "image": u.config.image.to_string(),
+            "state": u.state.as_str(),
+            "health": u.health.as_str(),
+            "status": u.status,
+            "restarts": u.restarts,
+            "pid": self.pid(name),
+            "uptime_ms": u.started_at.map(|s| now.saturating_duration_since(s).as_millis() as u64),
+            "exit_code": u.last_exit.as_ref().map(|e| e.exit.code()),
+            "oom_killed": u.last_exit.as_ref().is_some_and(|e| e.oom),
+            "ip": ip,
+            "ports": u.config.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A container's cgroup figures, if it has a process.
+    pub fn stats(&self, name: &str) -> Option<serde_json::Value> {
+        let l = self.live.get(name)?;
+        let read = |f: &str| std::fs::read_to_string(l.cgroup.join(f)).unwrap_or_default();
+        let num = |f: &str| read(f).trim().parse::<u64>().ok();
+        let usage = read("cpu.stat")
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok());
+        let (mut rbytes, mut wbytes) = (0u64, 0u64);
+        for line in read("io.stat").lines() {
+            for kv in line.split_whitespace() {
+                if let Some(v) = kv.strip_prefix("rbytes=") {
+                    rbytes += v.parse::<u64>().unwrap_or(0);
+                } else if let Some(v) = kv.strip_prefix("wbytes=") {
+                    wbytes += v.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        Some(serde_json::json!({
+            "name": name,
+            "cpu_usage_usec": usage,
+            "memory_bytes": num("memory.current"),
+            "memory_limit_bytes": num("memory.max"),
+            "pids": num("pids.current"),
+            "pids_limit": num("pids.max"),
+            "io_read_bytes": rbytes,
+            "io_write_bytes": wbytes,
+        }))
+    }
+
+    /// Every container's figures for `/v1/metrics`.
+    pub fn metrics(&self) -> Vec<crate::api::metrics::ContainerMetrics> {
+        let now = Instant::now();
+        self.machine
+            .units()
+            .values()
+            .map(|u| {
+                let s = self.stats(&u.config.name);
+                let get = |k: &str| s.as_ref().and_then(|s| s[k].as_u64());
+                crate::api::metrics::ContainerMetrics {
+                    name: u.config.name.clone(),
+                    cpu_seconds: get("cpu_usage_usec").map(|us| us as f64 / 1e6),
+                    memory_bytes: get("memory_bytes"),
+                    restarts: u.restarts,
+                    healthy: u
+                        .config
+                        .healthcheck
+                        .as_ref()
+                        .map(|_| u.health == super::machine::Health::Healthy),
+                    up: u.state == super::machine::State::Running,
+                    uptime_seconds: u
+                        .started_at
+                        .map(|s| now.saturating_duration_since(s).as_secs_f64()),
+                }
+            })
+            .collect()
+    }
+
+    /// Where a container's log is, for `logs`.
+    pub fn log_source(&mut self, name: &str) -> Option<crate::api::LogSource> {
+        let u = self.machine.unit(name)?;
+        let cfg = u.config.logging;
+        let files = self.files.clone();
+        let log = self.logs.entry(name.to_string()).or_insert_with(|| {
+            Rc::new(RefCell::new(ContainerLog::new(name, &cfg, files.as_ref())))
+        });
+        let log = log.borrow();
+        Some(crate::api::LogSource {
+            files: log.files(),
+            follow: log.follow(),
+        })
+    }
+
+    /// Starts a command inside a running container.
+    pub fn exec(
+        &mut self,
+        name: &str,
+        req: crate::api::ExecRequest,
+        reaper: &mut Reaper,
+    ) -> Result<crate::api::ExecStarted, crate::api::ApiError> {
+        use hyper::StatusCode;
+        let l = match (self.machine.unit(name), self.live.get(name)) {
+            (None, _) => return Err(crate::api::ApiError::no_container(name)),
+            (Some(u), Some(l)) if u.state == super::machine::State::Running => l,
+            (Some(u), _) => {
+                return Err(crate::api::ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("container {name} is {}, not running", u.state.as_str()),
+                ));
+            }
+        };
+        let mut env = l.context.env.clone();
+        env.extend(req.env);
+        let target = exec::Target {
+            pid: l.pid,
+            cgroup: &l.cgroup,
+            ids: &l.context.ids,
+            security: &l.context.security,
+            env: &env,
+            cwd: &l.context.cwd,
+            tty: req.tty,
+        };
+        let [i, o, e] = &req.stdio;
+        let started =
+            exec::spawn(&target, &req.cmd, [i.as_fd(), o.as_fd(), e.as_fd()]).map_err(|e| {
+                crate::api::ApiError::new(StatusCode::BAD_REQUEST, format!("exec in {name}: {e}"))
+            })?;
+        Ok(crate::api::ExecStarted {
+            exit: reaper.watch(started.pid),
+            sync: started.sync,
+        })
+    }
+
+    /// Sends a signal to a container's process.
+    pub fn kill(&self, name: &str, signal: i32) -> bool {
+        match self.live.get(name) {
+            Some(l) => {
+                // SAFETY: kill(2) on a pid berth started and has not reaped.
+                unsafe { libc::kill(l.pid, signal) };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies a reloaded manifest's containers; returns what changed.
+    pub fn reload(
+        &mut self,
+        containers: Vec<Container>,
+        reaper: &mut Reaper,
+    ) -> super::machine::ReloadSummary {
+        let (actions, summary) = self.machine.reload(Instant::now(), containers);
+        self.execute(actions, reaper);
+        summary
+    }
+
     /// New events for API watchers (`GET /v1/events`), as JSON lines.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.notices.subscribe()
@@ -419,6 +604,7 @@ impl Containers {
             security: &l.context.security,
             env: &l.context.env,
             cwd: &l.context.cwd,
+            tty: false,
         };
         let started = match exec::spawn(
             &target,

@@ -42,6 +42,7 @@ struct Signals {
     term: Option<Signal>,
     pwr: Option<Signal>,
     int: Option<Signal>,
+    hup: Option<Signal>,
 }
 
 impl Signals {
@@ -58,6 +59,7 @@ impl Signals {
             term: one(SignalKind::terminate(), "SIGTERM"),
             pwr: one(SignalKind::from_raw(libc::SIGPWR), "SIGPWR"),
             int: one(SignalKind::interrupt(), "SIGINT"),
+            hup: one(SignalKind::hangup(), "SIGHUP"),
         }
     }
 }
@@ -149,6 +151,18 @@ pub async fn run(booted: Booted) -> Action {
     {
         sup.device(&ev);
     }
+    let socket = sup
+        .booted
+        .manifest
+        .as_ref()
+        .map(|m| m.host.api.socket.clone())
+        .unwrap_or_else(|_| berth_config::defaults::API_SOCKET.into());
+    let commands = sup.commands.clone();
+    tokio::task::spawn_local(async move {
+        if let Err(e) = api::unix::serve(&socket, commands).await {
+            log::error!("API socket {}: {e}", socket.display());
+        }
+    });
     sup.ready();
     sup.containers.start(&mut sup.reaper);
 
@@ -159,6 +173,10 @@ pub async fn run(booted: Booted) -> Action {
             Some(()) = recv(signals.term.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGTERM"),
             Some(()) = recv(signals.pwr.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGPWR"),
             Some(()) = recv(signals.int.as_mut()) => break sup.stop_because(Action::Reboot, "SIGINT (Ctrl-Alt-Del)"),
+            Some(()) = recv(signals.hup.as_mut()) => {
+                log::info!("SIGHUP: reloading the manifest");
+                let _ = sup.reload(None);
+            }
             Some(c) = rx.recv() => if let Some(a) = sup.command(c) { break sup.stop(a) },
             Some(ev) = crx.recv() => sup.containers.handle(ev, &mut sup.reaper),
             Some(ev) = next_uevent(uevents.as_ref()) => sup.device(&ev),
@@ -225,20 +243,199 @@ impl Supervisor {
     }
 
     fn command(&mut self, c: Command) -> Option<Action> {
+        use crate::api::{ApiError, Control};
+        use hyper::StatusCode;
+        let missing = |n: &str| ApiError::no_container(n);
         match c {
             Command::Info(reply) => {
-                let _ = reply.send(self.info());
-                None
+                let _ = reply.send(Ok(self.info()));
             }
             Command::Containers(reply) => {
-                let _ = reply.send(self.containers.list());
-                None
+                let _ = reply.send(Ok(self.containers.list()));
+            }
+            Command::Inspect(name, reply) => {
+                let _ = reply.send(self.containers.inspect(&name).ok_or_else(|| missing(&name)));
+            }
+            Command::Control(name, control, reply) => {
+                let r = if self.containers.machine().unit(&name).is_none() {
+                    Err(missing(&name))
+                } else {
+                    match control {
+                        Control::Start => {
+                            self.containers
+                                .handle(machine::Event::Start(name.clone()), &mut self.reaper);
+                            Ok(())
+                        }
+                        Control::Stop => {
+                            self.containers
+                                .handle(machine::Event::Stop(name.clone()), &mut self.reaper);
+                            Ok(())
+                        }
+                        Control::Restart => {
+                            self.containers
+                                .handle(machine::Event::Restart(name.clone()), &mut self.reaper);
+                            Ok(())
+                        }
+                        Control::Kill(sig) => {
+                            if self.containers.kill(&name, sig) {
+                                Ok(())
+                            } else {
+                                Err(ApiError::new(
+                                    StatusCode::CONFLICT,
+                                    format!("container {name} is not running"),
+                                ))
+                            }
+                        }
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Command::Logs(name, reply) => {
+                let _ = reply.send(
+                    self.containers
+                        .log_source(&name)
+                        .ok_or_else(|| missing(&name)),
+                );
+            }
+            Command::Stats(Some(name), reply) => {
+                let r = match self.containers.machine().unit(&name) {
+                    None => Err(missing(&name)),
+                    Some(_) => self.containers.stats(&name).ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::CONFLICT,
+                            format!("container {name} is not running"),
+                        )
+                    }),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Stats(None, reply) => {
+                let names: Vec<String> =
+                    self.containers.machine().units().keys().cloned().collect();
+                let all: Vec<Value> = names
+                    .iter()
+                    .filter_map(|n| self.containers.stats(n))
+                    .collect();
+                let _ = reply.send(Ok(Value::Array(all)));
+            }
+            Command::Events(reply) => {
+                let _ = reply.send(Ok(self.containers.subscribe()));
+            }
+            Command::Images(reply) => {
+                let _ = reply.send(Ok(crate::images::Store::default().list()));
+            }
+            Command::Reload(text, reply) => {
+                let _ = reply.send(self.reload(text));
+            }
+            Command::Exec(name, req, reply) => {
+                let _ = reply.send(self.containers.exec(&name, req, &mut self.reaper));
+            }
+            Command::Metrics(reply) => {
+                let _ = reply.send(Ok(self.metrics()));
             }
             Command::Power(a, why) => {
                 log::info!("{why}: {}", a.as_str());
-                Some(a)
+                return Some(a);
             }
         }
+        None
+    }
+
+    /// Re-reads the manifest (or takes `text`) and applies the difference.
+    fn reload(&mut self, text: Option<String>) -> Result<Value, crate::api::ApiError> {
+        use hyper::StatusCode;
+        let path = self.booted.manifest_path.clone();
+        let parsed = match &text {
+            Some(t) => berth_config::parse(t, "reload").map_err(|d| d.to_string()),
+            None => berth_config::load(&path).map_err(|e| e.to_string()),
+        };
+        let m = match parsed {
+            Ok(m) => m,
+            Err(errors) => {
+                log::error!("reload refused; nothing changes");
+                for line in errors.lines() {
+                    log::error!("  {line}");
+                }
+                let list: Vec<Value> = errors
+                    .lines()
+                    .filter(|l| !l.starts_with(' '))
+                    .map(|l| json!(l))
+                    .collect();
+                return Err(crate::api::ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    message: "invalid manifest; nothing changed".into(),
+                    details: Some(Value::Array(list)),
+                });
+            }
+        };
+        let mut host_changes = Vec::new();
+        if let Ok(old) = &self.booted.manifest {
+            let (a, b) = (&old.host, &m.host);
+            let mut differs = |what: &str, same: bool| {
+                if !same {
+                    host_changes.push(what.to_string());
+                }
+            };
+            differs("hostname", a.hostname == b.hostname);
+            differs("modules", a.modules == b.modules);
+            differs("sysctls", a.sysctls == b.sysctls);
+            differs("on_fatal", a.on_fatal == b.on_fatal);
+            differs("network", a.network == b.network);
+            differs("storage", a.storage == b.storage);
+            differs("logging.files", a.logging.files == b.logging.files);
+            differs("logging.syslog", a.logging.syslog == b.logging.syslog);
+            differs("watchdog", a.watchdog == b.watchdog);
+            differs("api", a.api == b.api);
+        }
+        if self.booted.cmdline.get("berth.log").is_none() {
+            crate::logging::set_level(crate::logging::level(m.host.logging.console));
+        }
+        crate::power::fatal::set_action(m.host.on_fatal.into());
+        let containers: Vec<berth_config::Container> = m.containers.values().cloned().collect();
+        let summary = self.containers.reload(containers, &mut self.reaper);
+        log::info!(
+            "reloaded: {} added, {} removed, {} changed, {} unchanged",
+            summary.added.len(),
+            summary.removed.len(),
+            summary.changed.len(),
+            summary.unchanged.len()
+        );
+        self.booted.manifest = Ok(m);
+        Ok(json!({
+            "added": summary.added,
+            "removed": summary.removed,
+            "changed": summary.changed,
+            "unchanged": summary.unchanged,
+            "host_changes_need_reboot": host_changes,
+        }))
+    }
+
+    fn metrics(&self) -> String {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |text: &str, key: &str| -> u64 {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or(0)
+        };
+        let load: Vec<f64> = std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let host = crate::api::metrics::HostMetrics {
+            memory_total_bytes: kib(&meminfo, "MemTotal:") * 1024,
+            memory_available_bytes: kib(&meminfo, "MemAvailable:") * 1024,
+            load: [
+                load.first().copied().unwrap_or(0.0),
+                load.get(1).copied().unwrap_or(0.0),
+                load.get(2).copied().unwrap_or(0.0),
+            ],
+            berth_rss_bytes: kib(&status, "VmRSS:") * 1024,
+        };
+        crate::api::metrics::render(&self.containers.metrics(), &host)
     }
 
     fn stop_because(&mut self, a: Action, why: &str) -> Action {
