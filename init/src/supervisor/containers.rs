@@ -511,6 +511,14 @@ impl Containers {
         summary
     }
 
+    /// Removes the container network at shutdown, once every container is
+    /// down.
+    pub async fn shutdown_network(&self) {
+        if let Ok(Some(net)) = &self.net {
+            net.shutdown().await;
+        }
+    }
+
     /// New events for API watchers (`GET /v1/events`), as JSON lines.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.notices.subscribe()

@@ -71,6 +71,8 @@ struct Supervisor {
     reaper: reaper::Reaper,
     commands: Commands,
     containers: containers::Containers,
+    /// The host's interfaces.
+    host_net: crate::network::host::HostNetwork,
     /// Devices already being served or watched, by devname.
     claimed: BTreeSet<String>,
 }
@@ -117,12 +119,30 @@ pub async fn run(booted: Booted) -> Action {
         }
         _ => Ok(None),
     };
-    // Host interfaces come with the host network module; until then the
-    // network is ready when the manifest configures no interface.
-    let network_ready = booted
+    // Host interfaces: lo first, then the manifest's, static or by DHCP.
+    // Containers that use the network wait until they are up (or have
+    // failed, after a bounded wait).
+    let host_cfg = booted
         .manifest
         .as_ref()
-        .map_or(true, |m| m.host.network.interfaces.is_empty());
+        .map(|m| m.host.network.clone())
+        .unwrap_or_else(|_| berth_config::Network {
+            interfaces: Vec::new(),
+            bridge: berth_config::Bridge {
+                name: berth_config::defaults::BRIDGE_NAME.into(),
+                subnet: berth_config::parse_cidr(berth_config::defaults::BRIDGE_SUBNET).unwrap_or(
+                    berth_config::Cidr {
+                        addr: std::net::Ipv4Addr::new(10, 88, 0, 0).into(),
+                        prefix: 24,
+                    },
+                ),
+                nat: berth_config::defaults::BRIDGE_NAT,
+            },
+            dns: Vec::new(),
+            dns_search: Vec::new(),
+        });
+    let (host_net, mut net_rx) = crate::network::host::HostNetwork::start(&host_cfg);
+    let network_ready = *net_rx.borrow_and_update() != crate::network::HostNetState::Configuring;
     if let Ok(m) = &booted.manifest {
         let hostname = nix::unistd::gethostname()
             .ok()
@@ -130,6 +150,7 @@ pub async fn run(booted: Booted) -> Action {
             .unwrap_or_default();
         crate::logging::configure(&m.host.logging, &hostname);
     }
+    let mut net_watch = !network_ready;
     let mut sup = Supervisor {
         ready_at: Duration::ZERO,
         booted,
@@ -144,6 +165,7 @@ pub async fn run(booted: Booted) -> Action {
             ctx,
         ),
         claimed: BTreeSet::new(),
+        host_net,
     };
     for ev in devices::scan("virtio-ports")
         .into_iter()
@@ -180,6 +202,25 @@ pub async fn run(booted: Booted) -> Action {
             Some(c) = rx.recv() => if let Some(a) = sup.command(c) { break sup.stop(a) },
             Some(ev) = crx.recv() => sup.containers.handle(ev, &mut sup.reaper),
             Some(ev) = next_uevent(uevents.as_ref()) => sup.device(&ev),
+            r = net_rx.changed(), if net_watch => {
+                let state = net_rx.borrow_and_update().clone();
+                match (r, state) {
+                    (Ok(()), crate::network::HostNetState::Configuring) => {}
+                    (Ok(()), crate::network::HostNetState::Up) => {
+                        net_watch = false;
+                        sup.containers.handle(machine::Event::NetworkReady, &mut sup.reaper);
+                    }
+                    (r, state) => {
+                        net_watch = false;
+                        let why = match state {
+                            crate::network::HostNetState::Failed(why) => why,
+                            _ => format!("{r:?}"),
+                        };
+                        log::warn!("host network not up ({why}); starting containers anyway");
+                        sup.containers.handle(machine::Event::NetworkReady, &mut sup.reaper);
+                    }
+                }
+            }
         }
     };
 
@@ -203,6 +244,9 @@ pub async fn run(booted: Booted) -> Action {
             }
         }
     }
+    // The network goes last: DHCP leases released, the bridge removed.
+    sup.host_net.shutdown().await;
+    sup.containers.shutdown_network().await;
     action
 }
 
@@ -555,6 +599,7 @@ impl Supervisor {
                 "error": manifest_error,
             },
             "cgroup_controllers": self.booted.cgroup_controllers,
+            "network": self.host_net.status(),
             "memory": {
                 "total_kib": kib(&meminfo, "MemTotal:"),
                 "available_kib": kib(&meminfo, "MemAvailable:"),
