@@ -39,9 +39,12 @@
 //! Before it has an address the client sets the broadcast flag, so servers
 //! broadcast their replies: a UDP socket bound to `0.0.0.0:68` with
 //! `SO_BINDTODEVICE` and `SO_BROADCAST` then receives them, and sends from
-//! `0.0.0.0` to `255.255.255.255:67`, with no raw socket. Requests are
-//! padded to 548 bytes (a 576-byte datagram): QEMU's built-in server drops
-//! shorter ones.
+//! `0.0.0.0` to `255.255.255.255:67`, with no raw socket. This needs
+//! reverse-path filtering off on the interface (`rp_filter` 0, the
+//! kernel's default): with it on, the kernel drops replies to an interface
+//! without an address, and the driver warns ([`rp_filter_blocks`]).
+//! Requests are padded to 548 bytes (a 576-byte datagram): QEMU's built-in
+//! server drops shorter ones.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -834,6 +837,18 @@ pub fn socket(iface: &str) -> Result<tokio::net::UdpSocket, Error> {
     tokio::net::UdpSocket::from_std(s.into()).map_err(err("register"))
 }
 
+/// The effective reverse-path filter of an interface, from the text of
+/// `conf/all/rp_filter` and `conf/<iface>/rp_filter` (the larger wins), if
+/// it is on. On, the kernel drops packets from a source it has no route
+/// back to through the interface, and without an address there is none:
+/// the broadcast OFFER and ACK are lost (the client would need a packet
+/// socket to see them).
+pub fn rp_filter_blocks(all: &str, iface: &str) -> Option<u32> {
+    let v = |s: &str| s.trim().parse::<u32>().unwrap_or(0);
+    let n = v(all).max(v(iface));
+    (n != 0).then_some(n)
+}
+
 /// What the driver tells its owner as it goes.
 #[derive(Debug)]
 pub enum Report<'a> {
@@ -872,6 +887,19 @@ impl Driver {
         mut report: impl FnMut(Report<'_>),
     ) -> Result<(), Error> {
         let sock = socket(&self.link.name)?;
+        let conf = |key: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{key}/rp_filter"))
+                .unwrap_or_default()
+        };
+        if let Some(n) = rp_filter_blocks(&conf("all"), &conf(&self.link.name)) {
+            log::warn!(
+                "{}: rp_filter is {n}, so the kernel drops DHCP replies until the interface \
+                 has an address; set net.ipv4.conf.all.rp_filter and net.ipv4.conf.{}.rp_filter \
+                 to 0 in host.sysctls",
+                self.link.name,
+                self.link.name
+            );
+        }
         let mac = client.id.mac;
         let mut actions = client.start(Instant::now());
         let mut buf = vec![0u8; MAX_REPLY + 100];
@@ -1393,6 +1421,14 @@ mod tests {
         let j = c.snapshot().to_json(t0);
         assert_eq!(j["lease_s"], serde_json::Value::Null);
         assert!(j.get("expires_in_s").is_none());
+    }
+
+    #[test]
+    fn reverse_path_filtering_is_the_larger_of_all_and_the_interface() {
+        assert_eq!(rp_filter_blocks("0\n", "0\n"), None);
+        assert_eq!(rp_filter_blocks("", ""), None);
+        assert_eq!(rp_filter_blocks("1\n", "0\n"), Some(1));
+        assert_eq!(rp_filter_blocks("0\n", "2\n"), Some(2));
     }
 
     #[test]
