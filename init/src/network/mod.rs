@@ -6,6 +6,7 @@ pub mod dhcp;
 pub mod host;
 pub mod ipam;
 pub mod netlink;
+pub mod nft;
 pub mod resolv;
 
 /// The host network's state, as containers that need it wait on it.
