@@ -277,6 +277,21 @@ fn remove_leaves_no_table_and_absent_is_fine() {
 }
 
 #[test]
+fn a_thread_that_changes_namespace_programs_the_new_one() {
+    // The netfilter socket is kept per thread: it must follow the thread.
+    fresh_netns();
+    nft::apply(&example()).unwrap();
+    let first = OwnedFd::from(File::open("/proc/thread-self/ns/net").unwrap());
+    fresh_netns();
+    assert!(listed().tables.is_empty());
+    let mut smaller = example();
+    smaller.ports.truncate(1);
+    nft::apply(&smaller).unwrap();
+    assert_eq!(listed(), expected(&EXAMPLE_PUBLISHED[..1]));
+    assert_eq!(in_netns(&first, listed), expected(EXAMPLE_PUBLISHED));
+}
+
+#[test]
 fn a_hundred_containers_started_and_stopped_leave_no_rule_behind() {
     fresh_netns();
     let mut state = example();
