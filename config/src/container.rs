@@ -39,6 +39,8 @@ pub(crate) struct Spans {
     pub(crate) read_only: Option<Span>,
     /// Whether it has a health check.
     pub(crate) healthcheck: bool,
+    /// Whether the manifest turns health checks off (the image's too).
+    pub(crate) healthcheck_disabled: bool,
     /// Its restart policy.
     pub(crate) restart: RestartPolicy,
 }
@@ -113,11 +115,14 @@ pub(crate) fn read_container(
         .field("depends_on")
         .map(|f| read_depends_on(cx, &f, &mut spans))
         .unwrap_or_default();
-    let healthcheck = t
+    let (healthcheck, healthcheck_disabled) = t
         .field("healthcheck")
-        .and_then(|f| read_healthcheck(cx, &f));
+        .map(|f| read_healthcheck(cx, &f))
+        .unwrap_or((None, false));
     spans.healthcheck = healthcheck.is_some();
+    spans.healthcheck_disabled = healthcheck_disabled;
     spans.restart = restart;
+    let stop_signal_set = t.field("stop_signal").is_some();
     let stop_signal = t
         .field("stop_signal")
         .and_then(|f| match f.as_int() {
@@ -312,7 +317,9 @@ pub(crate) fn read_container(
         restart,
         depends_on,
         healthcheck,
+        healthcheck_disabled,
         stop_signal,
+        stop_signal_set,
         stop_grace_period,
         timeout,
         init,
@@ -627,8 +634,12 @@ fn read_depends_on(
     out
 }
 
-fn read_healthcheck(cx: &mut Cx, f: &Field<'_, '_>) -> Option<Healthcheck> {
-    let t = f.table(cx, keys::HEALTHCHECK, &[])?;
+/// The health check written, and whether it is turned off (`disable =
+/// true` or `test = ["NONE"]`), which also turns off the image's.
+fn read_healthcheck(cx: &mut Cx, f: &Field<'_, '_>) -> (Option<Healthcheck>, bool) {
+    let Some(t) = f.table(cx, keys::HEALTHCHECK, &[]) else {
+        return (None, false);
+    };
     let disabled = t.field("disable").and_then(|f| f.bool(cx)).unwrap_or(false);
     let dur = |cx: &mut Cx, key: &'static str, min: Duration, default: Duration| {
         t.field(key)
@@ -665,24 +676,31 @@ fn read_healthcheck(cx: &mut Cx, f: &Field<'_, '_>) -> Option<Healthcheck> {
         .unwrap_or(defaults::HEALTH_RETRIES);
     let test_field = t.field("test");
     if disabled {
-        return None;
+        return (None, true);
     }
     let Some(test_field) = test_field else {
         t.err(
             cx,
-            "missing key \"test\"; berth does not use the image's HEALTHCHECK",
+            "missing key \"test\"; to use the image's HEALTHCHECK, leave out the healthcheck table",
         );
-        return None;
+        return (None, false);
     };
-    let test = read_health_test(cx, &test_field)??;
-    Some(Healthcheck {
-        test,
-        interval,
-        timeout,
-        retries,
-        start_period,
-        start_interval,
-    })
+    let test = match read_health_test(cx, &test_field) {
+        Some(Some(test)) => test,
+        Some(None) => return (None, true),
+        None => return (None, false),
+    };
+    (
+        Some(Healthcheck {
+            test,
+            interval,
+            timeout,
+            retries,
+            start_period,
+            start_interval,
+        }),
+        false,
+    )
 }
 
 /// `Some(None)` is `["NONE"]`: disabled.

@@ -37,6 +37,7 @@ pub use image_ref::parse_image_ref;
 pub use model::*;
 pub use net::parse_cidr;
 pub use schema::json_schema;
+pub use signal::parse_signal;
 pub use size::{SizeError, format_size, parse_size};
 pub use summary::{start_order, summary};
 pub use validate::ImageFacts;

@@ -331,9 +331,18 @@ pub struct Container {
     /// Containers this one waits for, by name.
     pub depends_on: BTreeMap<String, Dependency>,
     /// Its health check; `None` when it has none (or it is disabled).
+    /// berth fills in the image's HEALTHCHECK when the manifest has none
+    /// and does not disable it.
     pub healthcheck: Option<Healthcheck>,
-    /// The signal that asks it to stop.
+    /// Whether the manifest turns health checks off (`disable = true` or
+    /// `test = ["NONE"]`): the image's HEALTHCHECK does not apply either.
+    pub healthcheck_disabled: bool,
+    /// The signal that asks it to stop: the manifest's, else the image's
+    /// STOPSIGNAL (filled in by berth when it loads the image), else SIGTERM.
     pub stop_signal: Signal,
+    /// Whether `stop_signal` was written in the manifest (so that an image's
+    /// STOPSIGNAL does not replace it).
+    pub stop_signal_set: bool,
     /// How long to wait after `stop_signal` before SIGKILL.
     pub stop_grace_period: Duration,
     /// The longest one run may last; past it berth stops the container and

@@ -18,6 +18,9 @@ pub struct ImageFacts {
     /// Directories the image writes to at run time, such as the `VOLUME`s
     /// of its config. With `read_only = true`, each needs a writable mount.
     pub writable_paths: Vec<PathBuf>,
+    /// Whether its config has a HEALTHCHECK (other than `["NONE"]`): a
+    /// container without one of its own then has the image's.
+    pub healthcheck: bool,
 }
 
 /// Runs every check across containers. `spans` has an entry for every
@@ -29,8 +32,17 @@ pub(crate) fn check(
     facts: &dyn Fn(&ImageRef) -> Option<ImageFacts>,
 ) {
     let names: Vec<&str> = spans.keys().map(String::as_str).collect();
+    // Containers whose image gives them a health check.
+    let image_health: BTreeSet<&str> = containers
+        .iter()
+        .filter(|(n, c)| {
+            spans.get(*n).is_some_and(|s| !s.healthcheck_disabled)
+                && facts(&c.image).is_some_and(|f| f.healthcheck)
+        })
+        .map(|(n, _)| n.as_str())
+        .collect();
     for (name, s) in spans {
-        check_dependencies(cx, name, s, spans, &names);
+        check_dependencies(cx, name, s, spans, &names, &image_health);
         if let Some(c) = containers.get(name) {
             check_read_only(cx, c, s, facts);
         }
@@ -53,6 +65,7 @@ fn check_dependencies(
     s: &Spans,
     all: &BTreeMap<String, Spans>,
     names: &[&str],
+    image_health: &BTreeSet<&str>,
 ) {
     let at = format!("containers.{name}.depends_on");
     for (dep, span, cond) in &s.depends_on {
@@ -68,7 +81,7 @@ fn check_dependencies(
             continue;
         };
         match cond {
-            Condition::ServiceHealthy if !d.healthcheck => cx.error(
+            Condition::ServiceHealthy if !d.healthcheck && !image_health.contains(dep.as_str()) => cx.error(
                 span.clone(),
                 format!("{at}: condition \"service_healthy\" needs a healthcheck on {dep:?}, which has none"),
             ),

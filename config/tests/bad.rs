@@ -83,6 +83,7 @@ tmpfs = ["/run"]
     let facts = |image: &berth_config::ImageRef| {
         (image.path == "postgres").then(|| berth_config::ImageFacts {
             writable_paths: vec!["/var/lib/postgresql/data".into(), "/run/postgresql".into()],
+            ..Default::default()
         })
     };
     let err = berth_config::parse_with_images(src, "m.toml", &facts).unwrap_err();
@@ -97,4 +98,55 @@ tmpfs = ["/run"]
     assert!(berth_config::parse_with_images(&fixed, "m.toml", &facts).is_ok());
     // Without facts about the image, nothing is known and nothing is reported.
     assert!(berth_config::parse(src, "m.toml").is_ok());
+}
+
+#[test]
+fn service_healthy_accepts_the_image_healthcheck() {
+    let src = r#"version = 1
+[containers.db]
+image = "db:1"
+[containers.web]
+image = "busybox"
+depends_on = { db = { condition = "service_healthy" } }
+"#;
+    let facts = |image: &berth_config::ImageRef| {
+        (image.path == "db").then(|| berth_config::ImageFacts {
+            healthcheck: true,
+            ..Default::default()
+        })
+    };
+    let m = berth_config::parse_with_images(src, "m.toml", &facts).unwrap();
+    assert!(
+        m.containers["db"].healthcheck.is_none(),
+        "filled in by berth, not here"
+    );
+    assert!(!m.containers["db"].healthcheck_disabled);
+    assert!(!m.containers["db"].stop_signal_set);
+    // Without facts, the manifest alone has no health check for db.
+    let err = berth_config::parse(src, "m.toml").unwrap_err();
+    assert!(
+        err.short().contains("needs a healthcheck on \"db\""),
+        "{}",
+        err.short()
+    );
+    // Disabled in the manifest: the image's does not count.
+    let off = src.replace(
+        "image = \"db:1\"",
+        "image = \"db:1\"\nhealthcheck = { disable = true }\nstop_signal = \"SIGINT\"",
+    );
+    let err = berth_config::parse_with_images(&off, "m.toml", &facts).unwrap_err();
+    assert!(
+        err.short().contains("needs a healthcheck"),
+        "{}",
+        err.short()
+    );
+    let none = src.replace(
+        "image = \"db:1\"",
+        "image = \"db:1\"\nhealthcheck = { test = [\"NONE\"] }",
+    );
+    assert!(berth_config::parse_with_images(&none, "m.toml", &facts).is_err());
+    let m =
+        berth_config::parse(&off.replace("service_healthy", "service_started"), "m.toml").unwrap();
+    assert!(m.containers["db"].healthcheck_disabled);
+    assert!(m.containers["db"].stop_signal_set);
 }
