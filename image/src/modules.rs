@@ -52,6 +52,9 @@ pub const BASE_MODULES: &[&str] = &[
     "nft_nat",
     "nft_chain_nat",
     "nft_masq",
+    // Published ports only catch traffic for local addresses (fib).
+    "nft_fib",
+    "nft_fib_ipv4",
     // The EFI system partition / config media; vfat mounts ask the kernel
     // for the default code page (437) and iocharset (ascii) as modules.
     "vfat",
