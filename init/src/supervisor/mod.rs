@@ -142,7 +142,9 @@ pub async fn run(booted: Booted) -> Action {
             dns_search: Vec::new(),
         });
     let (host_net, mut net_rx) = crate::network::host::HostNetwork::start(&host_cfg);
-    let network_ready = *net_rx.borrow_and_update() != crate::network::HostNetState::Configuring;
+    // With no interface to wait for, nothing waits (lo comes up at once).
+    let network_ready = host_cfg.interfaces.is_empty()
+        || *net_rx.borrow_and_update() != crate::network::HostNetState::Configuring;
     if let Ok(m) = &booted.manifest {
         let hostname = nix::unistd::gethostname()
             .ok()
