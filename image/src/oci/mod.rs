@@ -19,6 +19,7 @@ pub mod digest;
 pub mod layer;
 pub mod source;
 pub mod spec;
+pub mod store;
 pub mod tar;
 #[cfg(feature = "builder")]
 pub mod write;

@@ -159,7 +159,9 @@ fn mount_all(sys: &dyn Sys) {
 }
 
 fn load_manifest(path: &Path) -> Result<Manifest, String> {
-    match berth_config::load(path) {
+    // The image store first: the manifest is checked against its images,
+    // which also give containers their STOPSIGNAL and HEALTHCHECK.
+    match crate::images::load_manifest(path) {
         Ok(m) => {
             log::info!(
                 "manifest {}: {} container(s)",

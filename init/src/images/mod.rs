@@ -1,35 +1,91 @@
-//! Container images as berth finds them: each image is an ordered list of
-//! read-only directories (overlay lower layers, top first) and its config
-//! (the OCI image config's defaults: Entrypoint, Cmd, Env, WorkingDir, User).
+//! Container images: an OCI layer store (see docs/images.md).
 //!
-//! For now the store is what the image builder embedded in the initramfs:
-//! `/usr/lib/berth/images/<name>/<tag>/{rootfs/,config.json}`, where the name
-//! drops Docker Hub's `docker.io/` and `library/` prefixes. The layer store
-//! of OCI images replaces it behind the same [`Store::resolve`].
+//! A container's `image` names an image of the [`Store`] (`name[:tag]`,
+//! `name@sha256:…`). [`Store::resolve`] turns it into an [`Image`]: an
+//! ordered list of read-only directories (overlay lower layers, top first)
+//! and its config's defaults. Images arrive in the store:
+//! - pre-unpacked by the image builder into the initramfs
+//!   ([`SHIPPED`], a read-only root of the store);
+//! - as OCI layouts or docker-save archives that the builder ships as they
+//!   are ([`IMPORT_DIR`]) and berth imports at boot into [`STORE`],
+//!   verifying every blob and unpacking each layer once ([`store`],
+//!   [`unpack`]); later also from the data disk, and from a registry puller
+//!   implementing [`berth_image::oci::Source`].
+//!
+//! [`load_manifest`] is how boot reads the manifest: it prepares the store
+//! first, checks the manifest with what the images say (their
+//! HEALTHCHECKs), and fills each container's STOPSIGNAL and HEALTHCHECK
+//! from its image where the manifest leaves them out.
+
+pub mod store;
+pub mod unpack;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use berth_config::ImageRef;
-use serde::Deserialize;
+use berth_config::{HealthTest, Healthcheck, ImageFacts, ImageRef, Manifest, defaults};
+use berth_image::oci::spec::{HealthConfig, RunConfig};
 
-/// Where the image builder puts images.
-pub const BUILTIN: &str = "/usr/lib/berth/images";
+pub use store::{GcReport, Imported, Store, Summary};
 
-/// Why an image cannot be used.
+/// The writable store.
+pub const STORE: &str = "/var/lib/berth/images";
+/// The store the image builder ships, pre-unpacked, in the initramfs.
+pub const SHIPPED: &str = "/usr/lib/berth/store";
+/// Images the builder ships as archives, imported at boot.
+pub const IMPORT_DIR: &str = "/usr/lib/berth/import";
+
+/// Why an image cannot be used or stored.
 #[derive(Debug, thiserror::Error, displaydoc::Display)]
 pub enum Error {
-    /// image {image} not found (looked in {path})
+    /// image {image} not found in the store (it has: {known})
     NotFound {
         /// The reference.
         image: String,
-        /// Where it was looked for.
-        path: PathBuf,
+        /// The names the store has.
+        known: String,
+    },
+    /// image {image}: that digest belongs to {names}, another repository
+    DigestName {
+        /// The reference.
+        image: String,
+        /// The names of the image with that digest.
+        names: String,
     },
     /// image {image}: cannot read its config {path}: {detail}
     Config {
-        /// The reference.
+        /// The image.
         image: String,
-        /// The config file.
+        /// The config blob.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// image {image}: layer {layer} is missing from the store
+    MissingLayer {
+        /// The image.
+        image: String,
+        /// The layer's DiffID.
+        layer: String,
+    },
+    /// {0}
+    Source(#[from] berth_image::oci::SourceError),
+    /// {archive}: image {image}: layer blob {blob} refused: {source}
+    Layer {
+        /// Where the image came from.
+        archive: String,
+        /// The image.
+        image: String,
+        /// The blob (digest, or path in a docker-save archive).
+        blob: String,
+        /// Why.
+        source: Box<unpack::UnpackError>,
+    },
+    /// image store: cannot {op} {path}: {detail}
+    Store {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
         path: PathBuf,
         /// What went wrong.
         detail: String,
@@ -37,8 +93,7 @@ pub enum Error {
 }
 
 /// The defaults an image gives its containers (OCI image config names).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     /// ENTRYPOINT.
     pub entrypoint: Option<Vec<String>>,
@@ -52,6 +107,72 @@ pub struct Config {
     pub user: Option<String>,
     /// STOPSIGNAL.
     pub stop_signal: Option<String>,
+    /// EXPOSE, as `80/tcp`. berth publishes only the manifest's `ports`:
+    /// these are listed for people and tools.
+    pub exposed_ports: Vec<String>,
+    /// HEALTHCHECK.
+    pub healthcheck: Option<HealthConfig>,
+    /// VOLUME.
+    pub volumes: Vec<String>,
+}
+
+impl Config {
+    /// The defaults from an image config's `config`.
+    pub fn from_oci(c: Option<&RunConfig>) -> Config {
+        let Some(c) = c else {
+            return Config::default();
+        };
+        Config {
+            entrypoint: c.entrypoint.clone(),
+            cmd: c.cmd.clone(),
+            env: c.env.clone().unwrap_or_default(),
+            working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
+            user: c.user.clone().filter(|u| !u.is_empty()),
+            stop_signal: c.stop_signal.clone().filter(|s| !s.is_empty()),
+            exposed_ports: c
+                .exposed_ports
+                .iter()
+                .flat_map(|m| m.keys().cloned())
+                .collect(),
+            healthcheck: c.healthcheck.clone(),
+            volumes: c.volumes.iter().flat_map(|m| m.keys().cloned()).collect(),
+        }
+    }
+
+    /// The image's health check in the manifest's terms: `None` when it has
+    /// none or disables it (`["NONE"]`). Zero durations take berth's
+    /// defaults, as Docker's take its own.
+    pub fn health(&self) -> Option<Healthcheck> {
+        let h = self.healthcheck.as_ref()?;
+        let test = match h.test.first().map(String::as_str) {
+            Some("CMD") if h.test.len() > 1 => HealthTest::Cmd(h.test[1..].to_vec()),
+            Some("CMD-SHELL") if h.test.len() == 2 => HealthTest::Shell(h.test[1].clone()),
+            _ => return None,
+        };
+        let dur = |ns: u64, default: Duration| {
+            if ns == 0 {
+                default
+            } else {
+                Duration::from_nanos(ns).max(Duration::from_millis(1))
+            }
+        };
+        Some(Healthcheck {
+            test,
+            interval: dur(h.interval, defaults::HEALTH_INTERVAL),
+            timeout: dur(h.timeout, defaults::HEALTH_TIMEOUT),
+            retries: if h.retries == 0 {
+                defaults::HEALTH_RETRIES
+            } else {
+                h.retries
+            },
+            start_period: if h.start_period == 0 {
+                defaults::HEALTH_START_PERIOD
+            } else {
+                Duration::from_nanos(h.start_period)
+            },
+            start_interval: dur(h.start_interval, defaults::HEALTH_START_INTERVAL),
+        })
+    }
 }
 
 /// An image ready to be a container's root.
@@ -65,161 +186,197 @@ pub struct Image {
     pub config: Config,
 }
 
-/// The images berth can run.
-#[derive(Debug, Clone)]
-pub struct Store {
-    root: PathBuf,
-}
-
 impl Default for Store {
     fn default() -> Self {
-        Store::new(BUILTIN)
+        Store::new(STORE).with_shipped(SHIPPED)
     }
-}
-
-/// The directory of a reference under the store: `<name>/<tag>`, with
-/// Docker Hub's implicit prefixes dropped (`docker.io/library/busybox`,
-/// `library/busybox` and `busybox` are one image).
-pub fn dir_name(r: &ImageRef) -> PathBuf {
-    let name = r.name();
-    let name = name.strip_prefix("docker.io/").unwrap_or(&name);
-    let name = name.strip_prefix("library/").unwrap_or(name);
-    Path::new(name).join(r.tag.as_deref().unwrap_or("latest"))
 }
 
 impl Store {
-    /// Every image, for `GET /v1/images`.
-    pub fn list(&self) -> serde_json::Value {
-        let mut out = Vec::new();
-        for name in walk_dirs(&self.root, 4) {
-            let rootfs = name.join("rootfs");
-            if rootfs.is_dir() {
-                let rel = name.strip_prefix(&self.root).unwrap_or(&name);
-                let mut parts: Vec<String> = rel
-                    .iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect();
-                let tag = parts.pop().unwrap_or_default();
-                out.push(serde_json::json!({
-                    "reference": format!("{}:{tag}", parts.join("/")),
-                    "layers": 1,
-                    "size_bytes": du(&rootfs),
-                }));
-            }
-        }
-        serde_json::Value::Array(out)
-    }
-
-    /// A store rooted at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Store { root: root.into() }
-    }
-
-    /// Finds an image.
-    pub fn resolve(&self, r: &ImageRef) -> Result<Image, Error> {
-        let dir = self.root.join(dir_name(r));
-        let rootfs = dir.join("rootfs");
-        if !rootfs.is_dir() {
-            return Err(Error::NotFound {
-                image: r.to_string(),
-                path: rootfs,
-            });
-        }
-        let cfg_path = dir.join("config.json");
-        let config = match std::fs::read(&cfg_path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Config {
-                image: r.to_string(),
-                path: cfg_path.clone(),
-                detail: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
-            Err(e) => {
-                return Err(Error::Config {
-                    image: r.to_string(),
-                    path: cfg_path,
-                    detail: e.to_string(),
-                });
-            }
-        };
-        Ok(Image {
-            reference: r.to_string(),
-            lowers: vec![rootfs],
-            config,
+    /// What the manifest's checks need to know about an image.
+    pub fn facts(&self, r: &ImageRef) -> Option<ImageFacts> {
+        let image = self.resolve(r).ok()?;
+        Some(ImageFacts {
+            writable_paths: image.config.volumes.iter().map(PathBuf::from).collect(),
+            healthcheck: image.config.health().is_some(),
         })
     }
 }
 
-/// Directories under `root`, down to `depth` levels.
-fn walk_dirs(root: &Path, depth: usize) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if depth == 0 {
-        return out;
-    }
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            let p = e.path();
-            if p.file_name().is_some_and(|n| n == "rootfs") {
-                continue;
+/// Fills in, for each container, what its image gives and the manifest
+/// leaves out: STOPSIGNAL (unless `stop_signal` is written) and HEALTHCHECK
+/// (unless the manifest has a health check or disables it). Containers
+/// whose image is missing are left alone (they fail at start, naming it).
+pub fn apply_image_defaults(manifest: &mut Manifest, store: &Store) {
+    for c in manifest.containers.values_mut() {
+        let Ok(image) = store.resolve(&c.image) else {
+            continue;
+        };
+        if !c.stop_signal_set
+            && let Some(s) = &image.config.stop_signal
+        {
+            match berth_config::parse_signal(s) {
+                Ok(sig) => c.stop_signal = sig,
+                Err(e) => log::warn!(
+                    "{}: image {}: STOPSIGNAL {s:?}: {e}",
+                    c.name,
+                    image.reference
+                ),
             }
-            out.push(p.clone());
-            out.extend(walk_dirs(&p, depth - 1));
+        }
+        if c.healthcheck.is_none() && !c.healthcheck_disabled {
+            c.healthcheck = image.config.health();
         }
     }
-    out
 }
 
-/// Bytes used by the regular files under `dir`.
-fn du(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        match e.file_type() {
-            Ok(t) if t.is_dir() => total += du(&e.path()),
-            Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
-            _ => {}
+/// Prepares the store at boot: fixes up the shipped layers and imports the
+/// archives in [`IMPORT_DIR`] (each removed once imported, to give its
+/// memory back). Failures are logged, naming the image and blob; the store
+/// stays consistent.
+pub fn prepare(store: &Store, import_dir: &Path) {
+    let t = Instant::now();
+    match store.apply_fixups() {
+        Ok(0) => {}
+        Ok(n) => log::debug!("images: fixed up {n} shipped layer(s)"),
+        Err(e) => log::error!("images: {e}"),
+    }
+    let Ok(entries) = std::fs::read_dir(import_dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none_or(|e| e != "name"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let name_file = PathBuf::from(format!("{}.name", p.display()));
+        let default_name = std::fs::read_to_string(&name_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let one = Instant::now();
+        match store.import_path(&p, default_name) {
+            Ok(done) => {
+                for i in done {
+                    log::info!(
+                        "images: imported {} from {}: {} layer(s) unpacked ({:.1} MiB), {} shared ({:.0} ms)",
+                        i.image,
+                        p.display(),
+                        i.unpacked,
+                        i.bytes as f64 / 1048576.0,
+                        i.shared,
+                        one.elapsed().as_secs_f64() * 1e3
+                    );
+                    if i.skipped_devices > 0 {
+                        log::warn!(
+                            "images: {}: {} device node(s) skipped",
+                            i.image,
+                            i.skipped_devices
+                        );
+                    }
+                }
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                let _ = std::fs::remove_file(&name_file);
+            }
+            Err(e) => log::error!("images: {e}"),
         }
     }
-    total
+    log::debug!(
+        "images: store ready in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+}
+
+/// One line per image, for the console at boot (until `berth images`).
+pub fn summary_lines(store: &Store) -> Vec<String> {
+    store
+        .summaries()
+        .into_iter()
+        .map(|s| {
+            format!(
+                "{} {} {:.1} MiB, {} layer(s){}",
+                if s.names.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    s.names.join(", ")
+                },
+                s.id.short(),
+                s.size as f64 / 1048576.0,
+                s.layers,
+                if s.shipped { ", built in" } else { "" }
+            )
+        })
+        .collect()
+}
+
+/// Reads the manifest at boot: prepares the default store, parses and
+/// checks the manifest with what its images say, and fills in the image
+/// defaults ([`apply_image_defaults`]).
+pub fn load_manifest(path: &Path) -> Result<Manifest, berth_config::LoadError> {
+    let store = Store::default();
+    let t = Instant::now();
+    prepare(&store, Path::new(IMPORT_DIR));
+    for line in summary_lines(&store) {
+        log::info!("image {line}");
+    }
+    log::info!("images ready ({:.1} ms)", t.elapsed().as_secs_f64() * 1e3);
+    let bytes = std::fs::read(path).map_err(|source| berth_config::LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse_manifest(text, &origin, &store),
+        Err(_) => berth_config::parse_bytes(&bytes, &origin),
+    }
+    .map_err(berth_config::LoadError::Invalid)
+}
+
+/// Parses and checks a manifest with what `store`'s images say, and fills
+/// in the image defaults ([`apply_image_defaults`]): for a reload.
+pub fn parse_manifest(
+    text: &str,
+    origin: &str,
+    store: &Store,
+) -> Result<Manifest, berth_config::Diagnostics> {
+    let facts = |r: &ImageRef| store.facts(r);
+    let mut manifest = berth_config::parse_with_images(text, origin, &facts)?;
+    apply_image_defaults(&mut manifest, store);
+    Ok(manifest)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn r(s: &str) -> ImageRef {
-        s.parse().unwrap()
-    }
-
     #[test]
-    fn hub_prefixes_are_one_name() {
-        for s in [
-            "busybox",
-            "busybox:latest",
-            "library/busybox",
-            "docker.io/library/busybox:latest",
-        ] {
-            assert_eq!(dir_name(&r(s)), Path::new("busybox/latest"), "{s}");
-        }
+    fn image_healthcheck_in_manifest_terms() {
+        let c = |test: &[&str]| Config {
+            healthcheck: Some(HealthConfig {
+                test: test.iter().map(|s| s.to_string()).collect(),
+                interval: 2_000_000_000,
+                ..HealthConfig::default()
+            }),
+            ..Config::default()
+        };
+        let h = c(&["CMD-SHELL", "true"]).health().unwrap();
+        assert_eq!(h.test, HealthTest::Shell("true".into()));
+        assert_eq!(h.interval, Duration::from_secs(2));
+        assert_eq!(h.timeout, defaults::HEALTH_TIMEOUT);
+        assert_eq!(h.retries, defaults::HEALTH_RETRIES);
+        let h = c(&["CMD", "/bin/check", "-q"]).health().unwrap();
         assert_eq!(
-            dir_name(&r("ghcr.io/org/app:1.2")),
-            Path::new("ghcr.io/org/app/1.2")
+            h.test,
+            HealthTest::Cmd(vec!["/bin/check".into(), "-q".into()])
         );
-    }
-
-    #[test]
-    fn resolves_rootfs_and_config() {
-        let d = tempfile::tempdir().unwrap();
-        let img = d.path().join("busybox/latest");
-        std::fs::create_dir_all(img.join("rootfs")).unwrap();
-        std::fs::write(
-            img.join("config.json"),
-            r#"{"Cmd":["sh"],"Env":["PATH=/bin"],"WorkingDir":"/"}"#,
-        )
-        .unwrap();
-        let got = Store::new(d.path()).resolve(&r("busybox")).unwrap();
-        assert_eq!(got.lowers, [img.join("rootfs")]);
-        assert_eq!(got.config.cmd, Some(vec!["sh".to_string()]));
-        assert_eq!(got.config.env, ["PATH=/bin"]);
-        let e = Store::new(d.path()).resolve(&r("nginx:1")).unwrap_err();
-        assert!(e.to_string().starts_with("image nginx:1 not found"), "{e}");
+        assert!(c(&["NONE"]).health().is_none());
+        assert!(c(&[]).health().is_none());
+        assert!(Config::default().health().is_none());
     }
 }
