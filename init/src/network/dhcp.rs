@@ -1,5 +1,5 @@
-//! A DHCPv4 client (RFC 2131) on dhcproto: a pure state machine, and the
-//! socket and netlink driver around it.
+//! A DHCPv4 client (RFC 2131): a pure state machine, its small wire codec,
+//! and the socket and netlink driver around it.
 //!
 //! The machine ([`Client`]) does no I/O and has no clock of its own: every
 //! input is an [`Event`] with the time it happened (a reply, a timeout, a
@@ -48,10 +48,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
-
-use dhcproto::v4::{
-    Decodable, Decoder, DhcpOption, Encodable, Flags, Message, MessageType, Opcode, OptionCode,
-};
 
 use super::netlink::{Link, Netlink};
 
@@ -246,43 +242,309 @@ impl Reply {
     }
 }
 
+/// DHCP message types (option 53).
+pub mod msg {
+    /// DHCPDISCOVER.
+    pub const DISCOVER: u8 = 1;
+    /// DHCPOFFER.
+    pub const OFFER: u8 = 2;
+    /// DHCPREQUEST.
+    pub const REQUEST: u8 = 3;
+    /// DHCPACK.
+    pub const ACK: u8 = 5;
+    /// DHCPNAK.
+    pub const NAK: u8 = 6;
+    /// DHCPRELEASE.
+    pub const RELEASE: u8 = 7;
+}
+
+/// The option codes berth sends or reads (RFC 2132, RFC 3397).
+pub mod opt {
+    /// Pad.
+    pub const PAD: u8 = 0;
+    /// Subnet mask.
+    pub const SUBNET_MASK: u8 = 1;
+    /// Routers.
+    pub const ROUTER: u8 = 3;
+    /// Nameservers.
+    pub const DNS: u8 = 6;
+    /// Host name.
+    pub const HOSTNAME: u8 = 12;
+    /// Domain name.
+    pub const DOMAIN_NAME: u8 = 15;
+    /// Requested IP address.
+    pub const REQUESTED_IP: u8 = 50;
+    /// Lease time.
+    pub const LEASE_TIME: u8 = 51;
+    /// Message type.
+    pub const MESSAGE_TYPE: u8 = 53;
+    /// Server identifier.
+    pub const SERVER_ID: u8 = 54;
+    /// Parameter request list.
+    pub const PARAMS: u8 = 55;
+    /// Message (text).
+    pub const MESSAGE: u8 = 56;
+    /// Maximum message size.
+    pub const MAX_SIZE: u8 = 57;
+    /// Renewal (T1) time.
+    pub const T1: u8 = 58;
+    /// Rebinding (T2) time.
+    pub const T2: u8 = 59;
+    /// Client identifier.
+    pub const CLIENT_ID: u8 = 61;
+    /// Domain search list.
+    pub const DOMAIN_SEARCH: u8 = 119;
+    /// End.
+    pub const END: u8 = 255;
+}
+
+/// BOOTREQUEST.
+pub const BOOTREQUEST: u8 = 1;
+/// BOOTREPLY.
+pub const BOOTREPLY: u8 = 2;
+/// The options' magic cookie.
+pub const MAGIC: [u8; 4] = [99, 130, 83, 99];
+/// The fixed part of a message, up to the magic cookie.
+const HEADER: usize = 236;
+
+/// A DHCP message as berth sends and reads it (RFC 2131 section 2): the
+/// fixed BOOTP fields berth uses, an Ethernet `chaddr`, and the options in
+/// order (no `sname`/`file` overloading).
+///
+/// berth encodes and decodes the few options it needs itself: dhcproto,
+/// with the DNS library it pulls in for option 119, made the static binary
+/// 250 KB larger. The tests check this codec against dhcproto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// [`BOOTREQUEST`] or [`BOOTREPLY`].
+    pub op: u8,
+    /// The transaction id.
+    pub xid: u32,
+    /// Seconds since the client began the exchange.
+    pub secs: u16,
+    /// The broadcast flag: "reply by broadcast, I have no address yet".
+    pub broadcast: bool,
+    /// The client's address, when it has one.
+    pub ciaddr: Ipv4Addr,
+    /// "Your" address, in replies.
+    pub yiaddr: Ipv4Addr,
+    /// The next server, in replies.
+    pub siaddr: Ipv4Addr,
+    /// The client's hardware address.
+    pub chaddr: [u8; 6],
+    /// The options, in order: code and data (repeated codes concatenated).
+    pub options: Vec<(u8, Vec<u8>)>,
+}
+
+impl Packet {
+    /// An empty request from `chaddr`.
+    pub fn request(xid: u32, chaddr: [u8; 6]) -> Packet {
+        Packet {
+            op: BOOTREQUEST,
+            xid,
+            secs: 0,
+            broadcast: false,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr,
+            options: Vec::new(),
+        }
+    }
+
+    /// Appends an option (at most 255 bytes of data are kept).
+    pub fn push(&mut self, code: u8, data: &[u8]) {
+        let data = &data[..data.len().min(255)];
+        self.options.push((code, data.to_vec()));
+    }
+
+    /// An option's data.
+    pub fn option(&self, code: u8) -> Option<&[u8]> {
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, d)| d.as_slice())
+    }
+
+    /// The message type (option 53).
+    pub fn msg_type(&self) -> Option<u8> {
+        self.option(opt::MESSAGE_TYPE)?.first().copied()
+    }
+
+    /// The wire form, padded to [`MIN_PAYLOAD`] bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(MIN_PAYLOAD);
+        b.extend_from_slice(&[self.op, 1, 6, 0]);
+        b.extend_from_slice(&self.xid.to_be_bytes());
+        b.extend_from_slice(&self.secs.to_be_bytes());
+        let flags: u16 = if self.broadcast { 0x8000 } else { 0 };
+        b.extend_from_slice(&flags.to_be_bytes());
+        for a in [self.ciaddr, self.yiaddr, self.siaddr, Ipv4Addr::UNSPECIFIED] {
+            b.extend_from_slice(&a.octets());
+        }
+        b.extend_from_slice(&self.chaddr);
+        b.resize(HEADER, 0); // the rest of chaddr, sname, file
+        b.extend_from_slice(&MAGIC);
+        for (code, data) in &self.options {
+            b.push(*code);
+            b.push(data.len() as u8);
+            b.extend_from_slice(data);
+        }
+        b.push(opt::END);
+        if b.len() < MIN_PAYLOAD {
+            b.resize(MIN_PAYLOAD, opt::PAD);
+        }
+        b
+    }
+
+    /// Reads a message; `None` if it is too short, not Ethernet, has no
+    /// magic cookie, or its options run past its end.
+    pub fn decode(b: &[u8]) -> Option<Packet> {
+        if b.len() < HEADER + 4 || b[1] != 1 || b[2] != 6 || b[HEADER..HEADER + 4] != MAGIC {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut chaddr = [0u8; 6];
+        chaddr.copy_from_slice(&b[28..34]);
+        let mut p = Packet {
+            op: b[0],
+            xid: u32_at(4),
+            secs: u16::from_be_bytes([b[8], b[9]]),
+            broadcast: b[10] & 0x80 != 0,
+            ciaddr: Ipv4Addr::from(u32_at(12)),
+            yiaddr: Ipv4Addr::from(u32_at(16)),
+            siaddr: Ipv4Addr::from(u32_at(20)),
+            chaddr,
+            options: Vec::new(),
+        };
+        let mut i = HEADER + 4;
+        while i < b.len() {
+            let code = b[i];
+            match code {
+                opt::PAD => i += 1,
+                opt::END => break,
+                _ => {
+                    let len = usize::from(*b.get(i + 1)?);
+                    let data = b.get(i + 2..i + 2 + len)?;
+                    // RFC 3396: a repeated option continues the first.
+                    match p.options.iter_mut().find(|(c, _)| *c == code) {
+                        Some((_, d)) => d.extend_from_slice(data),
+                        None => p.options.push((code, data.to_vec())),
+                    }
+                    i += 2 + len;
+                }
+            }
+        }
+        Some(p)
+    }
+}
+
+/// The IPv4 addresses in an option's data.
+fn addrs(d: &[u8]) -> Vec<Ipv4Addr> {
+    d.chunks_exact(4)
+        .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+        .collect()
+}
+
+/// An option's data as one IPv4 address.
+fn addr(d: &[u8]) -> Option<Ipv4Addr> {
+    let a: [u8; 4] = d.try_into().ok()?;
+    Some(Ipv4Addr::from(a))
+}
+
+/// An option's data as a 32-bit number.
+fn number(d: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(d.try_into().ok()?))
+}
+
+/// An option's data as text (NULs at the end dropped, as some servers
+/// send them).
+fn text(d: &[u8]) -> String {
+    String::from_utf8_lossy(d)
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// The names of a domain search list (RFC 3397): DNS wire-format names,
+/// with compression pointers into the list itself. Stops at the first
+/// malformed name.
+pub fn search_list(d: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < d.len() {
+        let mut labels: Vec<String> = Vec::new();
+        let mut at = i;
+        let mut next = None; // where the following name starts
+        let mut jumps = 0;
+        loop {
+            let Some(&len) = d.get(at) else {
+                return names;
+            };
+            match len {
+                0 => {
+                    next.get_or_insert(at + 1);
+                    break;
+                }
+                l if l & 0xc0 == 0xc0 => {
+                    let Some(&low) = d.get(at + 1) else {
+                        return names;
+                    };
+                    next.get_or_insert(at + 2);
+                    jumps += 1;
+                    if jumps > 32 {
+                        return names;
+                    }
+                    at = (usize::from(l & 0x3f) << 8) | usize::from(low);
+                }
+                l if l & 0xc0 == 0 => {
+                    let l = usize::from(l);
+                    let Some(label) = d.get(at + 1..at + 1 + l) else {
+                        return names;
+                    };
+                    labels.push(String::from_utf8_lossy(label).into_owned());
+                    at += 1 + l;
+                }
+                _ => return names,
+            }
+        }
+        if !labels.is_empty() {
+            names.push(labels.join("."));
+        }
+        i = next.unwrap_or(d.len());
+    }
+    names
+}
+
 /// Parses a server's reply to the client with hardware address `mac`.
 /// `None` for anything else: requests, other clients' replies, message
 /// types the client does not act on, malformed packets.
 pub fn parse(bytes: &[u8], mac: &[u8; 6]) -> Option<Reply> {
-    let m = Message::decode(&mut Decoder::new(bytes)).ok()?;
-    if m.opcode() != Opcode::BootReply || m.chaddr().get(..6) != Some(&mac[..]) {
+    let p = Packet::decode(bytes)?;
+    if p.op != BOOTREPLY || p.chaddr != *mac {
         return None;
     }
-    let kind = match m.opts().msg_type()? {
-        MessageType::Offer => ReplyKind::Offer,
-        MessageType::Ack => ReplyKind::Ack,
-        MessageType::Nak => ReplyKind::Nak,
+    let kind = match p.msg_type()? {
+        msg::OFFER => ReplyKind::Offer,
+        msg::ACK => ReplyKind::Ack,
+        msg::NAK => ReplyKind::Nak,
         _ => return None,
     };
-    let opts = m.opts();
-    let mut r = Reply::new(kind, m.xid());
-    r.yiaddr = m.yiaddr();
-    for (_, o) in opts.iter() {
-        match o {
-            DhcpOption::ServerIdentifier(a) => r.server = Some(*a),
-            DhcpOption::SubnetMask(a) => r.mask = Some(*a),
-            DhcpOption::Router(a) => r.routers.clone_from(a),
-            DhcpOption::DomainNameServer(a) => r.dns.clone_from(a),
-            DhcpOption::DomainName(d) => {
-                r.domain = Some(d.trim_end_matches('.').to_string()).filter(|d| !d.is_empty())
+    let mut r = Reply::new(kind, p.xid);
+    r.yiaddr = p.yiaddr;
+    for (code, d) in &p.options {
+        match *code {
+            opt::SERVER_ID => r.server = addr(d),
+            opt::SUBNET_MASK => r.mask = addr(d),
+            opt::ROUTER => r.routers = addrs(d),
+            opt::DNS => r.dns = addrs(d),
+            opt::DOMAIN_NAME => {
+                r.domain = Some(text(d).trim_end_matches('.').to_string()).filter(|d| !d.is_empty())
             }
-            DhcpOption::DomainSearch(names) => {
-                r.search = names
-                    .iter()
-                    .map(|n| n.to_string().trim_end_matches('.').to_string())
-                    .filter(|n| !n.is_empty())
-                    .collect()
-            }
-            DhcpOption::AddressLeaseTime(t) => r.lease_time = Some(*t),
-            DhcpOption::Renewal(t) => r.t1 = Some(*t),
-            DhcpOption::Rebinding(t) => r.t2 = Some(*t),
-            DhcpOption::Message(s) => r.message = Some(s.clone()),
+            opt::DOMAIN_SEARCH => r.search = search_list(d),
+            opt::LEASE_TIME => r.lease_time = number(d),
+            opt::T1 => r.t1 = number(d),
+            opt::T2 => r.t2 = number(d),
+            opt::MESSAGE => r.message = Some(text(d)),
             _ => {}
         }
     }
@@ -290,27 +552,16 @@ pub fn parse(bytes: &[u8], mac: &[u8; 6]) -> Option<Reply> {
 }
 
 /// The options berth asks servers for.
-pub const REQUESTED_OPTIONS: [OptionCode; 8] = [
-    OptionCode::SubnetMask,
-    OptionCode::Router,
-    OptionCode::DomainNameServer,
-    OptionCode::DomainName,
-    OptionCode::DomainSearch,
-    OptionCode::AddressLeaseTime,
-    OptionCode::Renewal,
-    OptionCode::Rebinding,
+pub const REQUESTED_OPTIONS: [u8; 8] = [
+    opt::SUBNET_MASK,
+    opt::ROUTER,
+    opt::DNS,
+    opt::DOMAIN_NAME,
+    opt::DOMAIN_SEARCH,
+    opt::LEASE_TIME,
+    opt::T1,
+    opt::T2,
 ];
-
-/// Encodes a request for the wire, padded to [`MIN_PAYLOAD`] bytes.
-pub fn encode(m: &Message) -> Vec<u8> {
-    // Encoding into a Vec fails only on lengths dhcproto cannot represent,
-    // which the client's few short options never reach.
-    let mut out = m.to_vec().unwrap_or_default();
-    if out.len() < MIN_PAYLOAD {
-        out.resize(MIN_PAYLOAD, 0);
-    }
-    out
-}
 
 /// Where a packet goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,7 +601,7 @@ pub enum Action {
         /// Where to.
         to: Dest,
         /// The message.
-        message: Message,
+        message: Packet,
     },
     /// Configure the interface with `lease`; `old` is the lease it extends
     /// or replaces (whose address goes if it differs).
@@ -598,40 +849,29 @@ impl Client {
         (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
     }
 
-    fn message(&self, now: Instant, kind: MessageType, ciaddr: Ipv4Addr) -> Message {
-        let mut m = Message::new_with_id(
-            self.xid,
-            ciaddr,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &self.id.mac,
-        );
+    fn message(&self, now: Instant, kind: u8, ciaddr: Ipv4Addr) -> Packet {
+        let mut p = Packet::request(self.xid, self.id.mac);
+        p.ciaddr = ciaddr;
         // Without an address the client can receive only broadcasts.
-        if ciaddr.is_unspecified() {
-            m.set_flags(Flags::default().set_broadcast());
-        }
-        let secs = now.saturating_duration_since(self.began).as_secs();
-        if kind != MessageType::Release {
-            m.set_secs(u16::try_from(secs).unwrap_or(u16::MAX));
-        }
-        let opts = m.opts_mut();
-        opts.insert(DhcpOption::MessageType(kind));
+        p.broadcast = ciaddr.is_unspecified();
+        p.push(opt::MESSAGE_TYPE, &[kind]);
         let mut client_id = vec![1u8];
         client_id.extend_from_slice(&self.id.mac);
-        opts.insert(DhcpOption::ClientIdentifier(client_id));
-        if kind != MessageType::Release {
-            opts.insert(DhcpOption::ParameterRequestList(REQUESTED_OPTIONS.to_vec()));
-            opts.insert(DhcpOption::MaxMessageSize(MAX_REPLY as u16));
+        p.push(opt::CLIENT_ID, &client_id);
+        if kind != msg::RELEASE {
+            let secs = now.saturating_duration_since(self.began).as_secs();
+            p.secs = u16::try_from(secs).unwrap_or(u16::MAX);
+            p.push(opt::PARAMS, &REQUESTED_OPTIONS);
+            p.push(opt::MAX_SIZE, &(MAX_REPLY as u16).to_be_bytes());
             if let Some(h) = &self.id.hostname {
-                opts.insert(DhcpOption::Hostname(h.clone()));
+                p.push(opt::HOSTNAME, h.as_bytes());
             }
         }
-        m
+        p
     }
 
     fn send_discover(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let message = self.message(now, MessageType::Discover, Ipv4Addr::UNSPECIFIED);
+        let message = self.message(now, msg::DISCOVER, Ipv4Addr::UNSPECIFIED);
         out.push(Action::Send {
             to: Dest::Broadcast,
             message,
@@ -652,12 +892,10 @@ impl Client {
     fn send_request(&mut self, now: Instant, out: &mut Vec<Action>) {
         let Some(offer) = &self.offer else { return };
         let (address, server) = (offer.yiaddr, offer.server);
-        let mut message = self.message(now, MessageType::Request, Ipv4Addr::UNSPECIFIED);
-        message
-            .opts_mut()
-            .insert(DhcpOption::RequestedIpAddress(address));
+        let mut message = self.message(now, msg::REQUEST, Ipv4Addr::UNSPECIFIED);
+        message.push(opt::REQUESTED_IP, &address.octets());
         if let Some(s) = server {
-            message.opts_mut().insert(DhcpOption::ServerIdentifier(s));
+            message.push(opt::SERVER_ID, &s.octets());
         }
         out.push(Action::Send {
             to: Dest::Broadcast,
@@ -677,7 +915,7 @@ impl Client {
         } else {
             Dest::Broadcast
         };
-        let message = self.message(now, MessageType::Request, lease.address);
+        let message = self.message(now, msg::REQUEST, lease.address);
         out.push(Action::Send { to, message });
         let wait = (end.saturating_duration_since(now) / 2).max(RENEW_RETRY_MIN);
         self.deadline = Some((now + wait).min(end));
@@ -799,10 +1037,8 @@ impl Client {
         if let (true, Some(lease)) = (self.state.has_lease(), &self.lease) {
             let (address, server) = (lease.address, lease.server);
             self.xid = self.next_xid();
-            let mut message = self.message(self.began, MessageType::Release, address);
-            message
-                .opts_mut()
-                .insert(DhcpOption::ServerIdentifier(server));
+            let mut message = self.message(self.began, msg::RELEASE, address);
+            message.push(opt::SERVER_ID, &server.octets());
             out.push(Action::Send {
                 to: Dest::Server(server),
                 message,
@@ -950,10 +1186,10 @@ impl Driver {
         for a in actions {
             match a {
                 Action::Send { to, message } => {
-                    let kind = message.opts().msg_type();
-                    log::debug!("{name}: DHCP {kind:?} to {}", to.addr());
-                    if let Err(e) = sock.send_to(&encode(&message), to.addr()).await {
-                        log::warn!("{name}: cannot send DHCP {kind:?} to {}: {e}", to.addr());
+                    let kind = type_name(message.msg_type());
+                    log::debug!("{name}: DHCP{kind} to {}", to.addr());
+                    if let Err(e) = sock.send_to(&message.encode(), to.addr()).await {
+                        log::warn!("{name}: cannot send DHCP{kind} to {}: {e}", to.addr());
                     }
                 }
                 Action::Apply { lease, old } => match self.apply(&lease, old.as_ref()).await {
@@ -1022,6 +1258,19 @@ impl Driver {
     }
 }
 
+/// A message type's name, for logs.
+fn type_name(t: Option<u8>) -> &'static str {
+    match t {
+        Some(msg::DISCOVER) => "DISCOVER",
+        Some(msg::REQUEST) => "REQUEST",
+        Some(msg::RELEASE) => "RELEASE",
+        Some(msg::OFFER) => "OFFER",
+        Some(msg::ACK) => "ACK",
+        Some(msg::NAK) => "NAK",
+        _ => "(other)",
+    }
+}
+
 /// Whether two leases configure the interface alike (only times differ).
 fn same_config(a: &Lease, b: &Lease) -> bool {
     (a.address, a.prefix, a.router, &a.dns, &a.search)
@@ -1031,6 +1280,9 @@ fn same_config(a: &Lease, b: &Lease) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dhcproto::v4::{
+        Decodable, Decoder, DhcpOption, Encodable, Message, MessageType, Opcode, OptionCode,
+    };
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
@@ -1052,7 +1304,7 @@ mod tests {
     }
 
     /// The one packet in `actions`: where to and its message.
-    fn sent(actions: &[Action]) -> (Dest, &Message) {
+    fn sent(actions: &[Action]) -> (Dest, &Packet) {
         let sends: Vec<_> = actions
             .iter()
             .filter_map(|a| match a {
@@ -1103,9 +1355,9 @@ mod tests {
         let a = c.start(t0);
         let (to, m) = sent(&a);
         assert_eq!(to, Dest::Broadcast);
-        assert_eq!(m.opts().msg_type(), Some(MessageType::Discover));
-        assert!(m.flags().broadcast());
-        assert_eq!(m.chaddr(), MAC);
+        assert_eq!(m.msg_type(), Some(msg::DISCOVER));
+        assert!(m.broadcast);
+        assert_eq!(m.chaddr, MAC);
         assert_eq!(c.state(), State::Selecting);
         assert_eq!(c.deadline(), Some(t0 + s(1)));
 
@@ -1114,17 +1366,11 @@ mod tests {
         let a = c.handle(t0, Event::Reply(offer(c.xid())));
         let (to, m) = sent(&a);
         assert_eq!(to, Dest::Broadcast);
-        assert_eq!(m.opts().msg_type(), Some(MessageType::Request));
-        assert_eq!(m.ciaddr(), Ipv4Addr::UNSPECIFIED);
-        assert!(m.flags().broadcast());
-        assert_eq!(
-            m.opts().get(OptionCode::RequestedIpAddress),
-            Some(&DhcpOption::RequestedIpAddress(ADDR))
-        );
-        assert_eq!(
-            m.opts().get(OptionCode::ServerIdentifier),
-            Some(&DhcpOption::ServerIdentifier(SERVER))
-        );
+        assert_eq!(m.msg_type(), Some(msg::REQUEST));
+        assert_eq!(m.ciaddr, Ipv4Addr::UNSPECIFIED);
+        assert!(m.broadcast);
+        assert_eq!(m.option(opt::REQUESTED_IP), Some(&ADDR.octets()[..]));
+        assert_eq!(m.option(opt::SERVER_ID), Some(&SERVER.octets()[..]));
         assert_eq!(c.state(), State::Requesting);
 
         // An ACK from another server answers someone else.
@@ -1175,24 +1421,24 @@ mod tests {
             t += s(wait);
             let a = c.handle(t, Event::Timeout);
             let (_, m) = sent(&a);
-            assert_eq!(m.opts().msg_type(), Some(MessageType::Discover));
+            assert_eq!(m.msg_type(), Some(msg::DISCOVER));
             // Retransmissions keep the transaction, and count the seconds.
-            assert_eq!(m.xid(), xid);
-            assert_eq!(u64::from(m.secs()), (t - t0).as_secs());
+            assert_eq!(m.xid, xid);
+            assert_eq!(u64::from(m.secs), (t - t0).as_secs());
         }
         c.handle(t, Event::Reply(offer(xid)));
         for wait in [1, 2, 4] {
             t += s(wait);
             let a = c.handle(t, Event::Timeout);
             let (_, m) = sent(&a);
-            assert_eq!(m.opts().msg_type(), Some(MessageType::Request));
+            assert_eq!(m.msg_type(), Some(msg::REQUEST));
         }
         // The fourth REQUEST went unanswered: start over.
         t += s(8);
         let a = c.handle(t, Event::Timeout);
         let (_, m) = sent(&a);
-        assert_eq!(m.opts().msg_type(), Some(MessageType::Discover));
-        assert_ne!(m.xid(), xid);
+        assert_eq!(m.msg_type(), Some(msg::DISCOVER));
+        assert_ne!(m.xid, xid);
         assert_eq!(c.state(), State::Selecting);
         assert_eq!(c.deadline(), Some(t + s(1)));
     }
@@ -1206,11 +1452,11 @@ mod tests {
         let a = c.handle(t1, Event::Timeout);
         let (to, m) = sent(&a);
         assert_eq!(to, Dest::Server(SERVER));
-        assert_eq!(m.opts().msg_type(), Some(MessageType::Request));
-        assert_eq!(m.ciaddr(), ADDR);
-        assert!(!m.flags().broadcast());
-        assert!(m.opts().get(OptionCode::ServerIdentifier).is_none());
-        assert!(m.opts().get(OptionCode::RequestedIpAddress).is_none());
+        assert_eq!(m.msg_type(), Some(msg::REQUEST));
+        assert_eq!(m.ciaddr, ADDR);
+        assert!(!m.broadcast);
+        assert!(m.option(opt::SERVER_ID).is_none());
+        assert!(m.option(opt::REQUESTED_IP).is_none());
         assert_eq!(c.state(), State::Renewing);
         // Half the time to T2 (1350 s).
         assert_eq!(c.deadline(), Some(t1 + s(675)));
@@ -1247,8 +1493,8 @@ mod tests {
             if c.state() == State::Rebinding {
                 let (to, m) = sent(&a);
                 assert_eq!(to, Dest::Broadcast);
-                assert_eq!(m.ciaddr(), ADDR);
-                assert_eq!(m.opts().msg_type(), Some(MessageType::Request));
+                assert_eq!(m.ciaddr, ADDR);
+                assert_eq!(m.msg_type(), Some(msg::REQUEST));
                 break;
             }
             assert_eq!(sent(&a).0, Dest::Server(SERVER));
@@ -1284,7 +1530,7 @@ mod tests {
             [Action::Remove(l), Action::Send { to, message }] => {
                 assert_eq!(l.address, ADDR);
                 assert_eq!(*to, Dest::Broadcast);
-                assert_eq!(message.opts().msg_type(), Some(MessageType::Discover));
+                assert_eq!(message.msg_type(), Some(msg::DISCOVER));
             }
             _ => panic!("{a:#?}"),
         }
@@ -1315,8 +1561,8 @@ mod tests {
         let old = c.xid();
         let a = c.handle(t0, Event::Reply(Reply::new(ReplyKind::Nak, old)));
         let (_, m) = sent(&a);
-        assert_eq!(m.opts().msg_type(), Some(MessageType::Discover));
-        assert_ne!(m.xid(), old);
+        assert_eq!(m.msg_type(), Some(msg::DISCOVER));
+        assert_ne!(m.xid, old);
         assert_eq!(c.state(), State::Selecting);
         // A second NAK in a row: wait 1 s, then 2 s for the third.
         c.handle(t0, Event::Reply(offer(c.xid())));
@@ -1324,7 +1570,7 @@ mod tests {
         assert!(a.is_empty());
         assert_eq!((c.state(), c.deadline()), (State::Init, Some(t0 + s(1))));
         let a = c.handle(t0 + s(1), Event::Timeout);
-        assert_eq!(sent(&a).1.opts().msg_type(), Some(MessageType::Discover));
+        assert_eq!(sent(&a).1.msg_type(), Some(msg::DISCOVER));
         c.handle(t0 + s(1), Event::Reply(offer(c.xid())));
         c.handle(t0 + s(1), Event::Reply(Reply::new(ReplyKind::Nak, c.xid())));
         assert_eq!(c.deadline(), Some(t0 + s(3)));
@@ -1339,7 +1585,7 @@ mod tests {
         match &a[..] {
             [Action::Remove(l), Action::Send { message, .. }] => {
                 assert_eq!(l.address, ADDR);
-                assert_eq!(message.opts().msg_type(), Some(MessageType::Discover));
+                assert_eq!(message.msg_type(), Some(msg::DISCOVER));
             }
             _ => panic!("{a:#?}"),
         }
@@ -1354,12 +1600,9 @@ mod tests {
         match &a[..] {
             [Action::Send { to, message }, Action::Remove(l)] => {
                 assert_eq!(*to, Dest::Server(SERVER));
-                assert_eq!(message.opts().msg_type(), Some(MessageType::Release));
-                assert_eq!(message.ciaddr(), ADDR);
-                assert_eq!(
-                    message.opts().get(OptionCode::ServerIdentifier),
-                    Some(&DhcpOption::ServerIdentifier(SERVER))
-                );
+                assert_eq!(message.msg_type(), Some(msg::RELEASE));
+                assert_eq!(message.ciaddr, ADDR);
+                assert_eq!(message.option(opt::SERVER_ID), Some(&SERVER.octets()[..]));
                 assert_eq!(l.address, ADDR);
             }
             _ => panic!("{a:#?}"),
@@ -1452,7 +1695,7 @@ mod tests {
         let mut c = client(t0);
         let a = c.start(t0);
         let (_, m) = sent(&a);
-        let bytes = encode(m);
+        let bytes = m.encode();
         assert_eq!(bytes.len(), MIN_PAYLOAD);
         let back = Message::decode(&mut Decoder::new(&bytes)).unwrap();
         assert_eq!(back.opcode(), Opcode::BootRequest);
@@ -1472,10 +1715,79 @@ mod tests {
         assert_eq!(
             o.get(OptionCode::ParameterRequestList),
             Some(&DhcpOption::ParameterRequestList(
-                REQUESTED_OPTIONS.to_vec()
+                REQUESTED_OPTIONS
+                    .iter()
+                    .map(|c| OptionCode::from(*c))
+                    .collect()
             ))
         );
-        assert!(o.get(OptionCode::MaxMessageSize).is_some());
+        assert_eq!(
+            o.get(OptionCode::MaxMessageSize),
+            Some(&DhcpOption::MaxMessageSize(1500))
+        );
+        assert_eq!(o.msg_type(), Some(MessageType::Discover));
+        assert_eq!(back.chaddr(), MAC);
+
+        // The REQUEST for an offer, and a RELEASE, as dhcproto reads them.
+        let a = c.handle(t0 + s(2), Event::Reply(offer(c.xid())));
+        let back = Message::decode(&mut Decoder::new(&sent(&a).1.encode())).unwrap();
+        assert_eq!(back.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(back.secs(), 2);
+        assert_eq!(
+            back.opts().get(OptionCode::RequestedIpAddress),
+            Some(&DhcpOption::RequestedIpAddress(ADDR))
+        );
+        assert_eq!(
+            back.opts().get(OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(SERVER))
+        );
+        c.handle(t0 + s(2), Event::Reply(ack(c.xid())));
+        let a = c.handle(t0 + s(3), Event::Release);
+        let back = Message::decode(&mut Decoder::new(&sent(&a).1.encode())).unwrap();
+        assert_eq!(back.opts().msg_type(), Some(MessageType::Release));
+        assert_eq!(back.ciaddr(), ADDR);
+        assert!(!back.flags().broadcast());
+        assert!(back.opts().get(OptionCode::ParameterRequestList).is_none());
+    }
+
+    #[test]
+    fn packets_round_trip_and_malformed_ones_are_refused() {
+        let mut p = Packet::request(7, MAC);
+        p.op = BOOTREPLY;
+        p.yiaddr = ADDR;
+        p.broadcast = true;
+        p.secs = 9;
+        p.push(opt::MESSAGE_TYPE, &[msg::ACK]);
+        p.push(opt::ROUTER, &[10, 0, 2, 2, 10, 0, 2, 1]);
+        let bytes = p.encode();
+        assert_eq!(Packet::decode(&bytes), Some(p.clone()));
+        // A short packet, a missing cookie, an option past the end.
+        assert!(Packet::decode(&bytes[..200]).is_none());
+        let mut no_magic = bytes.clone();
+        no_magic[236] = 0;
+        assert!(Packet::decode(&no_magic).is_none());
+        let mut cut = bytes[..240].to_vec();
+        cut.extend_from_slice(&[opt::ROUTER, 8, 10, 0]);
+        assert!(Packet::decode(&cut).is_none());
+        // A split option (RFC 3396) is joined.
+        let mut split = bytes[..240].to_vec();
+        split.extend_from_slice(&[opt::DNS, 4, 10, 0, 2, 3, opt::PAD, opt::DNS, 4, 10, 0, 2, 4]);
+        split.push(opt::END);
+        let p = Packet::decode(&split).unwrap();
+        assert_eq!(
+            addrs(p.option(opt::DNS).unwrap()),
+            [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(10, 0, 2, 4)]
+        );
+    }
+
+    #[test]
+    fn search_lists_follow_compression_pointers_and_stop_at_loops() {
+        let mut d = b"\x07example\x03org\x00".to_vec();
+        d.extend_from_slice(b"\x03sub\xc0\x00");
+        assert_eq!(search_list(&d), ["example.org", "sub.example.org"]);
+        assert_eq!(search_list(b"\xc0\x00"), Vec::<String>::new());
+        assert_eq!(search_list(b"\x03abc"), Vec::<String>::new());
+        assert_eq!(search_list(b""), Vec::<String>::new());
     }
 
     /// A reply as a server would encode it.
@@ -1544,7 +1856,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = client(t0);
         let a = c.start(t0);
-        assert!(parse(&encode(sent(&a).1), &MAC).is_none());
+        assert!(parse(&sent(&a).1.encode(), &MAC).is_none());
         assert!(parse(b"\x02\x01", &MAC).is_none());
     }
 
