@@ -11,6 +11,7 @@ mod exec;
 mod logs;
 pub mod metrics;
 mod port;
+pub mod remote;
 pub mod unix;
 
 use std::convert::Infallible;

@@ -187,6 +187,17 @@ pub async fn run(booted: Booted) -> Action {
             log::error!("API socket {}: {e}", socket.display());
         }
     });
+    // The remote API, with mutual TLS, if the manifest asks for it.
+    if let Ok(m) = &sup.booted.manifest
+        && let Some(remote) = m.host.api.remote.clone()
+    {
+        let commands = sup.commands.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = api::remote::serve(&remote, commands).await {
+                log::error!("remote API {}: {e}", remote.listen);
+            }
+        });
+    }
     sup.ready();
     sup.containers.start(&mut sup.reaper);
 
