@@ -30,12 +30,44 @@ use berth_config::{Container, NetworkMode};
 /// Where the address book is kept across reboots.
 pub const IPAM_STATE: &str = "/var/lib/berth/network/ipam";
 
-/// The containers' side of the network: the bridge and its address book.
+/// The containers' side of the network: the bridge, its address book, and
+/// the NAT table (masquerade, and the published ports of the containers
+/// that run).
 pub struct ContainerNet {
     nl: netlink::Netlink,
     bridge: String,
     ipam: ipam::Ipam,
     state: PathBuf,
+    masquerade: bool,
+    /// Published ports of running containers, by container.
+    published: std::collections::BTreeMap<String, Vec<nft::Published>>,
+}
+
+/// A container's published ports as nftables rules, at its address.
+pub fn published(c: &Container, ip: Ipv4Addr) -> Vec<nft::Published> {
+    c.ports
+        .iter()
+        .filter_map(|p| {
+            let host_ip = match p.host_ip {
+                None => None,
+                Some(IpAddr::V4(a)) if a.is_unspecified() => None,
+                Some(IpAddr::V4(a)) => Some(a),
+                // The NAT table is IPv4; an IPv6 binding is reported at start.
+                Some(IpAddr::V6(_)) => return None,
+            };
+            Some(nft::Published {
+                protocol: match p.protocol {
+                    berth_config::Protocol::Tcp => nft::Protocol::Tcp,
+                    berth_config::Protocol::Udp => nft::Protocol::Udp,
+                },
+                host_ip,
+                host_ports: (p.host.start, p.host.end),
+                container_ip: ip,
+                container_port: p.container.start,
+                container: c.name.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Whether a container is on the bridge.
@@ -70,18 +102,63 @@ impl ContainerNet {
         bridge::ensure(&nl, &cfg.bridge.name, ipam.gateway(), ipam.prefix())
             .await
             .map_err(|e| e.to_string())?;
+        let names: Vec<String> = nft::MODULES.iter().map(|m| m.to_string()).collect();
+        for e in crate::boot::modules::load_all(&dir, &index, &names).1 {
+            log::warn!("{e}");
+        }
+        nft::enable_forwarding().map_err(|e| e.to_string())?;
         log::info!(
             "bridge {} at {}/{}",
             cfg.bridge.name,
             ipam.gateway(),
             ipam.prefix()
         );
-        Ok(ContainerNet {
+        let net = ContainerNet {
             nl,
             bridge: cfg.bridge.name.clone(),
             ipam,
             state,
+            masquerade: cfg.bridge.nat,
+            published: Default::default(),
+        };
+        net.apply_rules().map_err(|e| e.to_string())?;
+        Ok(net)
+    }
+
+    fn apply_rules(&self) -> Result<(), nft::Error> {
+        let rules = nft::Ruleset {
+            bridge: self.bridge.clone(),
+            subnet: (self.ipam.gateway(), self.ipam.prefix()),
+            masquerade: self.masquerade,
+            ports: self.published.values().flatten().cloned().collect(),
+        };
+        nft::apply(&rules)
+    }
+
+    /// Publishes a running container's ports. On failure the previous
+    /// rules stay.
+    pub fn publish(&mut self, c: &Container) -> Result<(), String> {
+        let Some(ip) = self.ipam.get(&c.name) else {
+            return Ok(());
+        };
+        let rules = published(c, ip);
+        if rules.is_empty() {
+            return Ok(());
+        }
+        self.published.insert(c.name.clone(), rules);
+        self.apply_rules().map_err(|e| {
+            self.published.remove(&c.name);
+            e.to_string()
         })
+    }
+
+    /// Withdraws a container's ports when it stops.
+    pub fn unpublish(&mut self, name: &str) {
+        if self.published.remove(name).is_some()
+            && let Err(e) = self.apply_rules()
+        {
+            log::error!("{name}: cannot withdraw its published ports: {e}");
+        }
     }
 
     /// A container's address on the bridge.
@@ -133,8 +210,11 @@ impl ContainerNet {
         }
     }
 
-    /// Removes the bridge at shutdown.
+    /// Removes the NAT table and the bridge at shutdown.
     pub async fn shutdown(&self) {
+        if let Err(e) = nft::remove() {
+            log::warn!("nftables: {e}");
+        }
         if let Err(e) = self.nl.delete(&self.bridge).await {
             log::warn!("bridge {}: {e}", self.bridge);
         }

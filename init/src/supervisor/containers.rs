@@ -152,7 +152,10 @@ impl Containers {
                 Action::Check { name, generation } => self.check(&name, generation, reaper),
                 Action::Cleanup(name) => self.cleanup(name),
                 Action::Forget(name) => self.forget(&name),
-                Action::Notify { name, notice } => self.notify(&name, &notice),
+                Action::Notify { name, notice } => {
+                    self.ports(&name, &notice);
+                    self.notify(&name, &notice);
+                }
             }
         }
     }
@@ -543,6 +546,25 @@ impl Containers {
             }),
         };
         let _ = self.notices.send(v.to_string());
+    }
+
+    /// Publishes a container's ports while its program runs.
+    fn ports(&mut self, name: &str, notice: &Notice) {
+        let Ok(Some(net)) = &mut self.net else {
+            return;
+        };
+        match notice {
+            Notice::Start => {
+                if let Some(u) = self.machine.unit(name)
+                    && network::on_bridge(&u.config)
+                    && let Err(e) = net.publish(&u.config)
+                {
+                    log::error!("{name}: cannot publish its ports: {e}");
+                }
+            }
+            Notice::Die { .. } => net.unpublish(name),
+            _ => {}
+        }
     }
 
     /// A container a reload removed: its log, address and writable layer go.
