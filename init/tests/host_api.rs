@@ -551,6 +551,17 @@ fn exec_output_exit_codes_and_stdin() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = exec::relay(&mut frames, &sink, Some(input), &mut out, &mut err).unwrap();
     assert_eq!((code, out.as_slice()), (5, &b"HELLO\nWORLD\n"[..]));
+
+    // A client that vanishes mid-session leaves the server serving.
+    for tty in [false, true] {
+        let body = json!({"cmd": ["sleep", "0.5"], "tty": tty}).to_string();
+        let (frames, writer) = client
+            .upgrade("/v1/containers/web/exec", body.as_bytes())
+            .unwrap();
+        drop((frames, writer));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(cli(&s, &["exec", "web", "true"]).0, 0);
 }
 
 /// The pty's local-mode flags as the CLI left them.

@@ -183,17 +183,21 @@ async fn interactive(
     // (our end for stdin, our ends for stdout and stderr), and the stdio the
     // command gets.
     let (input, outputs, stdio): (OwnedFd, Vec<(u8, OwnedFd)>, [OwnedFd; 3]) = if b.tty {
-        let pty = nix::pty::openpty(None, None).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("openpty: {e}"))
-        })?;
+        // The container's PID 1, whose devpts the terminal comes from.
+        let n = name.to_string();
+        let pid = ask(commands, |r| Command::Inspect(n, r))
+            .await
+            .ok()
+            .and_then(|v| v["pid"].as_u64());
+        let (master, slave) = pty(pid)?;
         let dup = |fd: &OwnedFd| {
             fd.try_clone()
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("dup: {e}")))
         };
-        let master2 = dup(&pty.master)?;
-        let s1 = dup(&pty.slave)?;
-        let s2 = dup(&pty.slave)?;
-        (pty.master, vec![(STDOUT, master2)], [pty.slave, s1, s2])
+        let master2 = dup(&master)?;
+        let s1 = dup(&slave)?;
+        let s2 = dup(&slave)?;
+        (master, vec![(STDOUT, master2)], [slave, s1, s2])
     } else {
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -232,6 +236,46 @@ async fn interactive(
         hyper::header::HeaderValue::from_static("berth-exec"),
     );
     Ok(r)
+}
+
+/// A pseudo-terminal (master, slave) in the devpts of the container whose
+/// PID 1 is `pid`, so that the command finds its terminal's name
+/// (`/dev/pts/N`) as `tty` and `ps` look for it; in berth's own devpts if
+/// that fails (or the container has none).
+fn pty(pid: Option<u64>) -> Result<(OwnedFd, OwnedFd), ApiError> {
+    if let Some(pair) = pid.and_then(|p| container_pty(p).ok()) {
+        return Ok(pair);
+    }
+    let pty = nix::pty::openpty(None, None)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("openpty: {e}")))?;
+    Ok((pty.master, pty.slave))
+}
+
+fn container_pty(pid: u64) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/root/dev/pts/ptmx"))?
+        .into();
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer we pass; `master`
+    // is a pty master this function owns.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor of
+    // the master's slave, or -1.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((master, slave))
 }
 
 fn frame(kind: u8, data: &[u8]) -> Vec<u8> {
@@ -304,6 +348,8 @@ async fn session<S>(
         }
     };
     tokio::pin!(client);
+    // A client that left is done: its future must not be polled again.
+    let mut client_left = false;
     let mut exit = std::pin::pin!(exit);
     let mut code = None;
     loop {
@@ -330,7 +376,7 @@ async fn session<S>(
                     break;
                 }
             }
-            () = &mut client => {}
+            () = &mut client, if !client_left => client_left = true,
         }
     }
     // Let what is still buffered out, briefly.
