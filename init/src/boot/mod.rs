@@ -24,16 +24,22 @@ use crate::sys::{Real, Sys};
 
 pub use cmdline::Cmdline;
 
-/// Modules berth itself needs at boot: overlayfs for container roots, the
-/// virtio transports (PCI, and MMIO for microvm-style machines) and the
-/// virtio console for the control channel, and the ACPI button with evdev
-/// so that a power button press reaches berth. A transport with no device
-/// loads in an instant.
-pub const BOOT_MODULES: [&str; 6] = [
-    "overlay",
+/// Modules containers need before the first one starts: overlayfs for
+/// their roots. Loaded during boot, with the manifest's `host.modules`
+/// (whose sysctls may follow).
+pub const BOOT_MODULES: [&str; 1] = ["overlay"];
+
+/// Modules berth loads beside the first containers, in a helper process so
+/// PID 1 goes on: the virtio transports (PCI, and MMIO for microvm-style
+/// machines) with their devices (the control channel's console, the NIC),
+/// and the ACPI button with evdev so that a power button press reaches
+/// berth. Probing devices is the slow part of loading them; everything that
+/// uses them waits for their devices to appear (uevents, bounded waits).
+pub const DEVICE_MODULES: [&str; 6] = [
     "virtio_pci",
     "virtio_mmio",
     "virtio_console",
+    "virtio_net",
     "button",
     "evdev",
 ];
@@ -194,4 +200,11 @@ fn load_modules(manifest: Option<&Manifest>) {
         log::warn!("{e}");
     }
     log::debug!("{loaded} module(s) loaded from {}", dir.display());
+    let devices: Vec<String> = DEVICE_MODULES.iter().map(|s| s.to_string()).collect();
+    if let Err(e) = modules::load_in_background(&dir, &index, &devices) {
+        log::warn!("cannot load device modules beside boot ({e}); loading them now");
+        for e in modules::load_all(&dir, &index, &devices).1 {
+            log::warn!("{e}");
+        }
+    }
 }

@@ -175,6 +175,9 @@ pub async fn run(booted: Booted) -> Action {
     {
         sup.device(&ev);
     }
+    // Children that ended before the SIGCHLD handler existed (the device
+    // module loader) are collected now.
+    sup.reap();
     let socket = sup
         .booted
         .manifest
