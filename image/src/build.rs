@@ -81,6 +81,8 @@ pub struct BuildOptions {
     pub mtime: Option<u32>,
     /// Where built-in container images come from.
     pub sources: Sources,
+    /// Images given besides the built-in ones (`--image`, `--import`).
+    pub images: Vec<images::ImageInput>,
     /// Report steps on stderr (warnings are printed either way).
     pub verbose: bool,
 }
@@ -105,6 +107,7 @@ impl BuildOptions {
             compression: Compression::FAST,
             mtime: None,
             sources: Sources::default(),
+            images: Vec::new(),
             verbose: false,
         }
     }
@@ -262,13 +265,26 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         return Err(Error::Cmdline(opts.cmdline.clone()));
     }
 
+    // The images first: the manifest is checked against what they say.
+    let mut image_set = images::ImageSet::new(&opts.sources, u64::from(mtime));
+    for input in &opts.images {
+        progress.step(&format!("reading image {}", input.path.display()));
+        image_set.add_input(input)?;
+    }
     progress.step(&format!("reading manifest {}", opts.manifest.display()));
-    let manifest = berth_config::load(&opts.manifest)?;
-    let manifest_bytes = std::fs::read(&opts.manifest).map_err(|source| Error::Output {
-        action: "read",
-        path: opts.manifest.clone(),
-        source,
+    let manifest_bytes = std::fs::read(&opts.manifest).map_err(|source| {
+        Error::Manifest(berth_config::LoadError::Read {
+            path: opts.manifest.clone(),
+            source,
+        })
     })?;
+    let origin = opts.manifest.display().to_string();
+    let facts = |r: &berth_config::ImageRef| image_set.facts(r);
+    let manifest = match std::str::from_utf8(&manifest_bytes) {
+        Ok(text) => berth_config::parse_with_images(text, &origin, &facts),
+        Err(_) => berth_config::parse_bytes(&manifest_bytes, &origin),
+    }
+    .map_err(|d| Error::Manifest(berth_config::LoadError::Invalid(d)))?;
 
     // Check the cheap inputs before the kernel, which may need a download.
     let mut archive = Archive::new();
@@ -308,16 +324,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         &resolution,
     )?;
 
-    let mut images = Vec::new();
     for (name, container) in &manifest.containers {
-        let reference = container.image.to_string();
-        let r = images::embed(&mut archive, name, &reference, &opts.sources)?;
-        let r = r.to_string();
-        if !images.contains(&r) {
-            progress.step(&format!("image {r}"));
-            images.push(r);
-        }
+        image_set.require(name, &container.image)?;
     }
+    let images = image_set.names();
+    for i in &images {
+        progress.step(&format!("image {i}"));
+    }
+    image_set.embed(&mut archive)?;
 
     for extra in &opts.extra_files {
         archive

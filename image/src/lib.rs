@@ -28,6 +28,8 @@ pub mod kernel;
 pub mod modules;
 pub mod oci;
 #[cfg(feature = "builder")]
+pub mod ocibuild;
+#[cfg(feature = "builder")]
 pub mod progress;
 
 #[cfg(feature = "builder")]

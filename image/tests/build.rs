@@ -218,16 +218,25 @@ fn initramfs_layout_read_back_by_gnu_cpio() {
     let kos = names.iter().filter(|n| n.ends_with(".ko")).count();
     assert_eq!(kos, r.modules.len());
 
-    let image = "usr/lib/berth/images/busybox/latest";
+    // busybox, pre-unpacked into the shipped store: one layer, its record,
+    // the image record and its config.
     assert_eq!(r.images, ["busybox:latest"]);
-    find(&format!("{image}/config.json"));
-    assert_eq!(
-        find(&format!("{image}/rootfs/bin/busybox"))[0],
-        "-rwxr-xr-x"
-    );
-    assert_eq!(find(&format!("{image}/rootfs/tmp"))[0], "drwxrwxrwt");
-    let sh = find(&format!("{image}/rootfs/bin/sh"));
+    let store = "usr/lib/berth/store";
+    let layer_records: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with(&format!("{store}/layers/")) && n.ends_with(".json"))
+        .collect();
+    assert_eq!(layer_records.len(), 1, "{layer_records:?}");
+    let image = layer_records[0].trim_end_matches(".json").to_string();
+    assert_eq!(find(&format!("{image}/bin/busybox"))[0], "-rwxr-xr-x");
+    assert_eq!(find(&format!("{image}/tmp"))[0], "drwxrwxrwt");
+    let sh = find(&format!("{image}/bin/sh"));
     assert_eq!((sh[0], sh[sh.len() - 1]), ("lrwxrwxrwx", "busybox"));
+    let records: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with(&format!("{store}/images/")) && n.ends_with(".json"))
+        .collect();
+    assert_eq!(records.len(), 1);
 
     // Contents, extracted by cpio: berth (static), manifest, modules.dep.
     let get = |p: &str| cpio(&["-i", "--quiet", "--to-stdout", p], &archive, f.dir.path());
@@ -245,9 +254,17 @@ fn initramfs_layout_read_back_by_gnu_cpio() {
         virtio_net.ends_with(" kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko"),
         "{virtio_net}"
     );
-    let config: serde_json::Value =
-        serde_json::from_slice(&get(&format!("{image}/config.json"))).unwrap();
-    assert_eq!(config["Cmd"], serde_json::json!(["sh"]));
+    let record: serde_json::Value = serde_json::from_slice(&get(records[0])).unwrap();
+    assert_eq!(record["names"], serde_json::json!(["busybox:latest"]));
+    let config: serde_json::Value = serde_json::from_slice(&get(&format!(
+        "{store}/blobs/sha256/{}",
+        record["config"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    )))
+    .unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
 
     // The other outputs.
     assert_eq!(
