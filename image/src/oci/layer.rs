@@ -564,13 +564,17 @@ enum PathProblem {
 }
 
 /// Checks and normalises an archive path: `./` prefixes, `.` components,
-/// repeated and trailing slashes go; absolute paths and `..` are refused.
+/// repeated and trailing slashes go; absolute paths and `..` are refused,
+/// except `/` alone, which some tools (umoci) write for the root.
 /// `Ok(None)` is the root itself.
 fn clean(raw: &[u8], max: usize) -> Result<Option<PathBuf>, PathProblem> {
     if raw.len() > max {
         return Err(PathProblem::Bad("the path is too long"));
     }
     if raw.first() == Some(&b'/') {
+        if raw.split(|b| *b == b'/').all(|c| c.is_empty() || c == b".") {
+            return Ok(None);
+        }
         return Err(PathProblem::Absolute);
     }
     let mut out = PathBuf::new();
@@ -619,6 +623,7 @@ mod tests {
     fn whiteouts_in_overlay_terms() {
         let mut t = TestTar::default();
         t.dir("./");
+        t.dir("/");
         t.file("./etc/.wh.passwd", b"");
         t.file("var/.wh..wh..opq", b"");
         t.file(".wh..wh..opq", b"");

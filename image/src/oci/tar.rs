@@ -197,6 +197,21 @@ impl<R: Read> Reader<R> {
         Ok(true)
     }
 
+    /// Like [`Self::fill`], but `Ok(false)` wherever the stream ends.
+    fn fill_lenient(&mut self, buf: &mut [u8]) -> Result<bool, TarError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.offset += buf.len() as u64;
+        Ok(true)
+    }
+
     fn skip(&mut self, mut n: u64) -> Result<(), TarError> {
         let mut buf = [0u8; 8192];
         while n > 0 {
@@ -237,10 +252,19 @@ impl<R: Read> Reader<R> {
         if self.done {
             return Ok(None);
         }
-        let left = self.remaining + self.padding;
+        let (left, padding) = (self.remaining, self.padding);
         self.remaining = 0;
         self.padding = 0;
         self.skip(left)?;
+        // A stream that ends in the last member's padding (umoci's
+        // `insert` writes such layers) has no more members: tolerated,
+        // like the missing end-of-archive marker below.
+        let mut pad_buf = [0u8; BLOCK];
+        let pad_buf = &mut pad_buf[..padding as usize];
+        if !pad_buf.is_empty() && !self.fill_lenient(pad_buf)? {
+            self.done = true;
+            return Ok(None);
+        }
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
@@ -679,6 +703,23 @@ pub(crate) mod tests {
             all(&t.finish()),
             Err(TarError::UnsupportedType { kind: 'Z', .. })
         ));
+    }
+
+    #[test]
+    fn tolerates_a_stream_ending_in_the_last_padding() {
+        // As umoci's `insert` writes them: no padding after the last
+        // member's data and no end-of-archive blocks.
+        let mut t = TestTar::default();
+        t.file("a", b"first");
+        t.file("doc", b"doc");
+        let mut out = t.out;
+        out.truncate(out.len() - pad(3) as usize);
+        let got = all(&out).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].1, b"doc");
+        // Data cut short is still an error.
+        out.truncate(out.len() - 1);
+        assert!(all(&out).is_err());
     }
 
     #[test]

@@ -448,6 +448,17 @@ impl Unpacker<'_> {
                 let fd = if path.as_os_str().is_empty() {
                     nix::unistd::dup(&self.root).map_err(sys(path, "open"))?
                 } else {
+                    // The marker's directory may not be a symlink this
+                    // layer made: marking it would replace the link.
+                    let dir = self.parent(path)?;
+                    if Self::existing(dir, &name).map_err(sys(path, "stat"))?
+                        == Some(SFlag::S_IFLNK)
+                    {
+                        return Err(UnpackError::Symlink {
+                            path: path.to_path_buf(),
+                            what: "an opaque marker",
+                        });
+                    }
                     let exists = self.clear(path, true)?;
                     let dir = self.parent(path)?;
                     if !exists {
