@@ -534,11 +534,23 @@ impl ImageSet {
     pub fn embed(&self, archive: &mut Archive) -> Result<(), ImageError> {
         let mut layers_done: BTreeSet<Digest> = BTreeSet::new();
         let mut shipped_sources: BTreeSet<usize> = BTreeSet::new();
+        // One image given twice (a layout and an archive of it) gets one
+        // record with the names of both.
+        let mut names: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for c in self.images.iter().filter(|c| c.ship == Ship::Unpacked) {
+            let all = names.entry(c.spec.id()).or_default();
+            for n in &c.spec.names {
+                if !all.contains(n) {
+                    all.push(n.clone());
+                }
+            }
+        }
         for c in &self.images {
             let (source, path) = &self.sources[c.source];
             match c.ship {
                 Ship::Unpacked => {
-                    self.embed_unpacked(archive, source.as_ref(), c, &mut layers_done)?
+                    let names = names.get(&c.spec.id()).cloned().unwrap_or_default();
+                    self.embed_unpacked(archive, source.as_ref(), c, names, &mut layers_done)?
                 }
                 Ship::Archive => {
                     // Verify the layers now too, for an early error.
@@ -559,6 +571,7 @@ impl ImageSet {
         archive: &mut Archive,
         source: &dyn Source,
         c: &Collected,
+        names: Vec<String>,
         done: &mut BTreeSet<Digest>,
     ) -> Result<(), ImageError> {
         let spec = &c.spec;
@@ -602,10 +615,10 @@ impl ImageSet {
                     .map_err(cpio_err)?;
             }
         }
-        let id = spec.manifest.clone().unwrap_or_else(|| spec.config.clone());
+        let id = spec.id();
         let record = ImageRecord {
             id: id.clone(),
-            names: spec.names.clone(),
+            names,
             manifest: spec.manifest.clone(),
             config: spec.config.clone(),
             layers: spec.layers.iter().map(|l| l.diff_id.clone()).collect(),

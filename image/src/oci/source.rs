@@ -124,6 +124,12 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
+    /// Its id in a store: the manifest's digest, or the config's when it
+    /// has no manifest (docker-save archives).
+    pub fn id(&self) -> Digest {
+        self.manifest.clone().unwrap_or_else(|| self.config.clone())
+    }
+
     /// A name for messages: its first name, else its digest.
     pub fn display_name(&self) -> String {
         match (self.names.first(), &self.manifest) {

@@ -121,7 +121,9 @@ impl Store {
     }
 
     /// Every image record: the writable root's first; a shipped record
-    /// with an id the writable root also has is left out.
+    /// with an id an earlier root also has adds its names to that one (an
+    /// image imported at boot may be one the builder shipped under other
+    /// names).
     pub fn records(&self) -> Vec<(PathBuf, ImageRecord)> {
         let mut out: Vec<(PathBuf, ImageRecord)> = Vec::new();
         for root in self.roots() {
@@ -140,10 +142,16 @@ impl Store {
                     continue;
                 };
                 match serde_json::from_slice::<ImageRecord>(&bytes) {
-                    Ok(r) if !out.iter().any(|(_, o)| o.id == r.id) => {
-                        out.push((root.to_path_buf(), r))
-                    }
-                    Ok(_) => {}
+                    Ok(r) => match out.iter_mut().find(|(_, o)| o.id == r.id) {
+                        Some((_, o)) => {
+                            for n in r.names {
+                                if !o.names.contains(&n) {
+                                    o.names.push(n);
+                                }
+                            }
+                        }
+                        None => out.push((root.to_path_buf(), r)),
+                    },
                     Err(e) => log::warn!("image store: ignoring {}: {e}", f.display()),
                 }
             }
@@ -174,9 +182,8 @@ impl Store {
                 }
                 return Ok((root.clone(), rec.clone()));
             }
-        } else if let Some((root, rec)) = records
-            .iter()
-            .find(|(_, rec)| rec.names.contains(&wanted))
+        } else if let Some((root, rec)) =
+            records.iter().find(|(_, rec)| rec.names.contains(&wanted))
         {
             return Ok((root.clone(), rec.clone()));
         }
@@ -391,7 +398,7 @@ impl Store {
         if let (Some(m), Some(json)) = (&spec.manifest, &spec.manifest_json) {
             self.write_atomic(&blobs.join(m.hex()), json)?;
         }
-        let id = spec.manifest.clone().unwrap_or_else(|| spec.config.clone());
+        let id = spec.id();
         let mut names = spec.names.clone();
         // Names move: take them from any other image of the writable root.
         for (root, mut other) in self.records() {
@@ -642,4 +649,47 @@ pub fn layer_dirs(store: &Store) -> BTreeMap<String, PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(root: &Path, id: &Digest, names: &[&str]) {
+        let rec = ImageRecord {
+            id: id.clone(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            manifest: Some(id.clone()),
+            config: Digest::of(b"config"),
+            layers: Vec::new(),
+            source: String::new(),
+        };
+        let dir = root.join(fmt::IMAGES);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("{}.json", id.hex())),
+            serde_json::to_vec(&rec).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn one_image_in_two_roots_answers_to_the_names_of_both() {
+        let t = tempfile::tempdir().unwrap();
+        let (writable, shipped) = (t.path().join("w"), t.path().join("s"));
+        let id = Digest::of(b"manifest");
+        record(&writable, &id, &["example/skopeo:1.0"]);
+        record(&shipped, &id, &["umoci:app", "example/skopeo:1.0"]);
+        record(&shipped, &Digest::of(b"other"), &["umoci:base"]);
+        let store = Store::new(&writable).with_shipped(&shipped);
+        let records = store.records();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].0, writable);
+        assert_eq!(records[0].1.names, ["example/skopeo:1.0", "umoci:app"]);
+        for name in ["umoci:app", "example/skopeo:1.0", "umoci:base"] {
+            assert!(store.find(&name.parse().unwrap()).is_ok(), "{name}");
+        }
+        let e = store.find(&"umoci:gone".parse().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("umoci:app"), "{e}");
+    }
 }
