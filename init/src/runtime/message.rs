@@ -7,10 +7,10 @@
 //! The parent sends one [`Go`] byte when the host side (network, later) is
 //! ready; the child waits for it just before it drops privileges and execs.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, socketpair};
 use serde::{Deserialize, Serialize};
 
 /// The byte that releases the child.
@@ -91,6 +91,16 @@ pub fn decode(bytes: &[u8]) -> Option<Failure> {
     }))
 }
 
+/// A failure message already waiting on berth's end, without blocking:
+/// `None` when there is none (the child is still setting up, or ran).
+pub fn try_recv_failure(fd: BorrowedFd<'_>) -> Option<Failure> {
+    let mut buf = vec![0u8; MAX];
+    match nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+        Ok(n) if n > 0 => decode(&buf[..n]),
+        _ => None,
+    }
+}
+
 /// Waits for the parent's go-ahead (child side). An error or end of stream
 /// means the parent gave up on this container.
 pub fn wait_go(fd: BorrowedFd<'_>) -> Result<(), Failure> {
@@ -131,6 +141,17 @@ mod tests {
         assert_eq!(decode(&buf[..n]), Some(f.clone()));
         assert_eq!(f.to_string(), "exec /bin/nope: No such file or directory");
         assert_eq!(decode(b""), None);
+    }
+
+    #[test]
+    fn a_waiting_failure_is_read_without_blocking() {
+        let (a, b) = pair().unwrap();
+        assert_eq!(try_recv_failure(a.as_fd()), None);
+        let f = Failure::sys("find the program", None, Errno::ENOENT);
+        send_failure(b.as_fd(), &f);
+        assert_eq!(try_recv_failure(a.as_fd()), Some(f));
+        drop(b);
+        assert_eq!(try_recv_failure(a.as_fd()), None);
     }
 
     #[test]

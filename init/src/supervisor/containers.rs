@@ -185,10 +185,14 @@ impl Containers {
         let tx = self.events.clone();
         let n = name.to_string();
         let cgroup = launch.cgroup.clone();
+        // The setup's outcome (running, or why not) is reported before the
+        // exit: a setup that fails early exits before berth has read why.
+        let (settled_tx, settled) = tokio::sync::oneshot::channel::<()>();
         tokio::task::spawn_local(async move {
             let Ok(exit) = exit.await else {
                 return;
             };
+            let _ = settled.await;
             let oom = runtime::cgroup::oom_kills(&cgroup) > 0;
             let _ = tx.send(Event::Exited { name: n, exit, oom });
         });
@@ -211,10 +215,15 @@ impl Containers {
                     // SAFETY: kill(2) on the setup process berth just made,
                     // not yet reaped.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
-                    let _ = tx.send(Event::SetupFailed {
-                        name: n,
-                        error: format!("network: {e}"),
-                    });
+                    // A setup that failed first (and so took its network
+                    // namespace away) left the real cause on the socket.
+                    let error = match runtime::message::try_recv_failure(launch.sync.as_fd()) {
+                        Some(f) => f.to_string(),
+                        None => format!("network: {e}"),
+                    };
+                    log::error!("{n}: cannot start: {error}");
+                    let _ = tx.send(Event::SetupFailed { name: n, error });
+                    let _ = settled_tx.send(());
                     return;
                 }
                 log::debug!("{n}: on the bridge at {}/{}", a.ip, a.prefix);
@@ -238,6 +247,7 @@ impl Containers {
                     });
                 }
             }
+            let _ = settled_tx.send(());
         });
         let log = self
             .logs
