@@ -25,6 +25,35 @@ fn require_root() {
     );
 }
 
+/// Tars `rootfs` into a one-layer OCI image `busybox:latest` and imports
+/// it, as berth imports any image.
+fn import_busybox(store: &Store, rootfs: &Path, layout: &Path) {
+    use berth_image::oci::layer::Compression;
+    use berth_image::oci::spec::RunConfig;
+    use berth_image::oci::write::{self, ImageBuild, Layout};
+    let mut tree = write::Tree::new();
+    tree.add_host_dir(rootfs, "").unwrap();
+    let built = ImageBuild {
+        layers: vec![(
+            write::layer_blob(tree.to_tar(0).unwrap(), Compression::None).unwrap(),
+            "busybox".into(),
+        )],
+        config: RunConfig {
+            cmd: Some(vec!["sh".into()]),
+            env: Some(vec!["PATH=/bin".into()]),
+            ..RunConfig::default()
+        },
+        created: 0,
+    }
+    .finish()
+    .unwrap();
+    Layout::open(layout)
+        .unwrap()
+        .add("busybox:latest", &built)
+        .unwrap();
+    store.import_path(layout, None).unwrap();
+}
+
 struct Host {
     dir: tempfile::TempDir,
     runtime: Runtime,
@@ -32,9 +61,15 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
+        Host::with_rootfs(|_| {})
+    }
+
+    /// A host whose busybox image is built from a directory that `tweak`
+    /// may change first, then imported into the store as an OCI image.
+    fn with_rootfs(tweak: impl FnOnce(&Path)) -> Host {
         require_root();
         let dir = tempfile::tempdir().unwrap();
-        let rootfs = dir.path().join("images/busybox/latest/rootfs");
+        let rootfs = dir.path().join("src");
         for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
@@ -51,11 +86,9 @@ impl Host {
         )
         .unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-        std::fs::write(
-            dir.path().join("images/busybox/latest/config.json"),
-            r#"{"Cmd":["sh"],"Env":["PATH=/bin"]}"#,
-        )
-        .unwrap();
+        tweak(&rootfs);
+        let store = Store::new(dir.path().join("images"));
+        import_busybox(&store, &rootfs, &dir.path().join("layout"));
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let cgroups = PathBuf::from(format!(
@@ -69,7 +102,7 @@ impl Host {
                 containers: dir.path().join("containers"),
                 volumes: dir.path().join("volumes"),
             },
-            store: Store::new(dir.path().join("images")),
+            store,
             cgroups,
             resolv_conf: "/etc/resolv.conf".into(),
             init_binary: static_berth(),
@@ -276,10 +309,10 @@ fn masked_and_read_only_paths() {
 
 #[test]
 fn a_symlinked_proc_in_the_image_is_refused() {
-    let h = Host::new();
-    let rootfs = h.dir.path().join("images/busybox/latest/rootfs");
-    std::fs::remove_dir(rootfs.join("proc")).unwrap();
-    std::os::unix::fs::symlink("/tmp", rootfs.join("proc")).unwrap();
+    let h = Host::with_rootfs(|rootfs| {
+        std::fs::remove_dir(rootfs.join("proc")).unwrap();
+        std::os::unix::fs::symlink("/tmp", rootfs.join("proc")).unwrap();
+    });
     let (fail, code, _, _) = h.run(r#"command = ["true"]"#);
     let f = fail.expect("refused");
     assert_eq!(f.step, "mount proc");
