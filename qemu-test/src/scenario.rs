@@ -24,8 +24,8 @@
 //! - [`berth_binary`]: the static berth under test: `$BERTH_BIN` if set,
 //!   else built by `scripts/build-berth`, once per process, so `cargo test
 //!   -p berth-qemu-test` needs no set-up beyond `scripts/install-deps`.
-//! - [`build_image`] and [`build_image_with`]: a manifest (and extra files)
-//!   into a bootable image with [`berth_image::build`] (zstd level 3, well
+//! - [`build_image`], [`build_image_with`] and [`build_image_with_images`]:
+//!   a manifest (and extra files, and container images) into a bootable image with [`berth_image::build`] (zstd level 3, well
 //!   under a second once the kernel is cached). Images are cached in
 //!   `<target>/qemu-images/<key>/`, where the key hashes everything that
 //!   goes in: the manifest, the extra files, berth's bytes, the pinned
@@ -47,6 +47,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use berth_image::images::{ImageInput, Ship};
 use berth_image::{BuildOptions, ExtraFile};
 
 use crate::config::{Boot, VmConfig};
@@ -208,9 +209,33 @@ pub fn build_image(name: &str, manifest: &str) -> Result<Image> {
 /// second, broken manifest that `berth.manifest=` then points at: the
 /// builder refuses to embed an invalid manifest as the main one).
 pub fn build_image_with(name: &str, manifest: &str, extra: &[ExtraFile]) -> Result<Image> {
+    build_image_with_images(name, manifest, extra, &[])
+}
+
+/// Like [`build_image_with`], with container images given to the builder
+/// (`--image` or `--import`: OCI layouts or docker-save archives). Their
+/// contents are part of the cache key.
+pub fn build_image_with_images(
+    name: &str,
+    manifest: &str,
+    extra: &[ExtraFile],
+    images: &[ImageInput],
+) -> Result<Image> {
     let berth = berth_binary()?;
     let berth_bytes = std::fs::read(&berth).map_err(|e| Error::io("read", &berth, e))?;
-    let key = cache_key(manifest, extra, &berth_bytes);
+    let mut key_extra = extra.to_vec();
+    for (i, input) in images.iter().enumerate() {
+        key_extra.push(ExtraFile {
+            path: format!(
+                "image-input-{i}:{}:{:?}",
+                input.name.as_deref().unwrap_or(""),
+                input.ship
+            ),
+            contents: tree_bytes(&input.path),
+            mode: 0,
+        });
+    }
+    let key = cache_key(manifest, &key_extra, &berth_bytes);
     let root = images_dir();
     let dir = root.join(&key);
     if dir.is_dir() {
@@ -224,7 +249,7 @@ pub fn build_image_with(name: &str, manifest: &str, extra: &[ExtraFile]) -> Resu
         std::process::id(),
         paths::next_seq()
     ));
-    let built = build_into(name, manifest, extra, &berth, &tmp);
+    let built = build_into(name, manifest, extra, images, &berth, &tmp);
     if let Err(e) = built {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -244,6 +269,7 @@ fn build_into(
     name: &str,
     manifest: &str,
     extra: &[ExtraFile],
+    images: &[ImageInput],
     berth: &Path,
     dir: &Path,
 ) -> Result<()> {
@@ -252,12 +278,55 @@ fn build_into(
     std::fs::write(&manifest_path, manifest).map_err(|e| Error::io("write", &manifest_path, e))?;
     let mut opts = BuildOptions::new(&manifest_path, dir, berth);
     opts.extra_files = extra.to_vec();
+    opts.images = images.to_vec();
     berth_image::build(&opts).map_err(|e| Error::BuildImage {
         name: name.to_owned(),
         dir: dir.to_owned(),
         detail: e.to_string(),
     })?;
     Ok(())
+}
+
+/// A file's bytes, or a directory's files (paths and bytes, sorted), for
+/// the cache key.
+fn tree_bytes(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for e in entries {
+            out.extend_from_slice(e.to_string_lossy().as_bytes());
+            out.extend(tree_bytes(&e));
+        }
+    } else if let Ok(b) = std::fs::read(path) {
+        out.extend((b.len() as u64).to_le_bytes());
+        out.extend(b);
+    }
+    out
+}
+
+/// An image input for [`build_image_with_images`]: unpacked into the
+/// initramfs by the builder.
+pub fn image(path: impl Into<PathBuf>, name: Option<&str>) -> ImageInput {
+    ImageInput {
+        path: path.into(),
+        name: name.map(str::to_owned),
+        ship: Ship::Unpacked,
+    }
+}
+
+/// An image input shipped as an archive and imported by berth at boot.
+pub fn import(path: impl Into<PathBuf>, name: Option<&str>) -> ImageInput {
+    ImageInput {
+        path: path.into(),
+        name: name.map(str::to_owned),
+        ship: Ship::Archive,
+    }
 }
 
 /// The cache key: a hash of every input of the build, as 32 hex digits.
