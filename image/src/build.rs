@@ -1,10 +1,12 @@
-//! [`build`]: the manifest in, `vmlinuz`, `initramfs.img` and `cmdline` out.
+//! [`build`]: the manifest in, `vmlinuz`, `initramfs.img` and `cmdline` out
+//! (and, when asked, `disk.img`: see [`crate::disk`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cpio::{Archive, CpioError, Data};
+use crate::disk::{self, DiskError, DiskReport};
 use crate::images::ImageError;
 use crate::initramfs::InitramfsError;
 use crate::kernel::KernelError;
@@ -27,6 +29,8 @@ pub enum Error {
     Image(#[from] ImageError),
     /// {0}
     Initramfs(#[from] InitramfsError),
+    /// disk image: {0}
+    Disk(#[from] DiskError),
     /// cannot add extra file {path:?}: {source}
     Extra {
         /// The path in the image.
@@ -60,6 +64,25 @@ pub struct ExtraFile {
     pub mode: u32,
 }
 
+/// The disk image to write besides the kernel and initramfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskRequest {
+    /// Its size in bytes, a whole number of MiB (default
+    /// [`disk::DEFAULT_SIZE`]).
+    pub size: u64,
+    /// The EFI boot loader (default [`disk::SYSTEMD_BOOT`]).
+    pub boot_loader: PathBuf,
+}
+
+impl Default for DiskRequest {
+    fn default() -> Self {
+        DiskRequest {
+            size: disk::DEFAULT_SIZE,
+            boot_loader: PathBuf::from(disk::SYSTEMD_BOOT),
+        }
+    }
+}
+
 /// What to build, and where.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -83,6 +106,8 @@ pub struct BuildOptions {
     pub sources: Sources,
     /// Images given besides the built-in ones (`--image`, `--import`).
     pub images: Vec<images::ImageInput>,
+    /// Also write `OUTDIR/disk.img` ([`crate::disk`]).
+    pub disk: Option<DiskRequest>,
     /// Report steps on stderr (warnings are printed either way).
     pub verbose: bool,
 }
@@ -108,6 +133,7 @@ impl BuildOptions {
             mtime: None,
             sources: Sources::default(),
             images: Vec::new(),
+            disk: None,
             verbose: false,
         }
     }
@@ -144,6 +170,8 @@ pub struct BuildReport {
     pub images: Vec<String>,
     /// How the initramfs was compressed.
     pub compression: Compression,
+    /// The disk image, when asked for.
+    pub disk: Option<DiskReport>,
     /// How long the build took.
     pub elapsed: Duration,
 }
@@ -177,6 +205,9 @@ impl std::fmt::Display for BuildReport {
             )?;
         }
         writeln!(f)?;
+        if let Some(d) = &self.disk {
+            writeln!(f, "{d}")?;
+        }
         writeln!(
             f,
             "images    {}",
@@ -287,6 +318,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
     .map_err(|d| Error::Manifest(berth_config::LoadError::Invalid(d)))?;
 
     // Check the cheap inputs before the kernel, which may need a download.
+    let data_settings = match &opts.disk {
+        Some(_) => Some(disk::data_settings(&manifest.host.storage)?),
+        None => None,
+    };
     let mut archive = Archive::new();
     let berth_size = initramfs::add_init(&mut archive, &opts.berth)?;
 
@@ -368,6 +403,24 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
     let cmdline = opts.out_dir.join("cmdline");
     write_atomic(&cmdline, format!("{}\n", opts.cmdline.trim()).as_bytes())?;
 
+    let disk = match (&opts.disk, data_settings) {
+        (Some(request), Some(data)) => Some(disk::write(
+            &disk::DiskOptions {
+                out: opts.out_dir.join(disk::DISK_FILE),
+                size: request.size,
+                vmlinuz: vmlinuz.clone(),
+                initramfs: initramfs_path.clone(),
+                cmdline: opts.cmdline.trim().to_owned(),
+                kernel_version: Some(kernel.version.clone()),
+                data,
+                boot_loader: request.boot_loader.clone(),
+                mtime,
+            },
+            &progress,
+        )?),
+        _ => None,
+    };
+
     let initramfs_size = std::fs::metadata(&initramfs_path)
         .map_err(|source| Error::Output {
             action: "stat",
@@ -390,6 +443,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
         missing_modules: resolution.missing.clone(),
         images,
         compression: opts.compression,
+        disk,
         elapsed: progress.elapsed(),
     })
 }

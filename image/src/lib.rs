@@ -6,7 +6,9 @@
 //!   [`initramfs`]) with berth as `/init`, the manifest, the kernel modules
 //!   the image needs ([`modules`]) and the container images the manifest
 //!   names ([`images`]);
-//! - `cmdline`: the default kernel command line.
+//! - `cmdline`: the default kernel command line;
+//! - with [`BuildOptions::disk`], `disk.img`: a flashable GPT disk that
+//!   boots them under UEFI, with an ext4 data partition ([`disk`]).
 //!
 //! Two builds from the same inputs give byte-identical outputs: entries are
 //! sorted, every timestamp is fixed (0, or `SOURCE_DATE_EPOCH`), every owner
@@ -16,6 +18,8 @@
 mod build;
 #[cfg(feature = "builder")]
 pub mod cpio;
+#[cfg(feature = "builder")]
+pub mod disk;
 #[cfg(feature = "builder")]
 pub mod elf;
 #[cfg(feature = "builder")]

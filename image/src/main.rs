@@ -8,6 +8,9 @@
 //!                                               archive: unpacked into the initramfs)
 //!                   [--import [NAME=]PATH]...  (the same, shipped as is: berth
 //!                                               verifies and unpacks it at boot)
+//!                   [--disk] [--disk-size SIZE] [--boot-loader PATH]
+//!                                              (also OUTDIR/disk.img, a flashable
+//!                                               GPT disk: see berth_image::disk)
 //! berth-image oci OUTDIR --ref NAME:TAG (--busybox | --dir DIR | --deb PACKAGE)...
 //!                   [--entrypoint ARG]... [--cmd ARG]... [--env K=V]... [--workdir DIR]
 //!                   [--user USER] [--expose PORT/PROTO]... [--stop-signal SIG]
@@ -24,11 +27,12 @@ use std::process::ExitCode;
 
 use berth_image::images::{ImageInput, Ship};
 use berth_image::ocibuild::{self, LayerFrom, OciOptions};
-use berth_image::{BuildOptions, Compression, ExtraFile, Progress, kernel};
+use berth_image::{BuildOptions, Compression, DiskRequest, ExtraFile, Progress, disk, kernel};
 
 const USAGE: &str = "usage:
   berth-image build MANIFEST OUTDIR --berth PATH [--cmdline \"...\"] [--compression zstd:LEVEL|gzip:LEVEL|none]
                     [--file PATH_IN_IMAGE=HOST_FILE]... [--image [NAME=]PATH]... [--import [NAME=]PATH]...
+                    [--disk] [--disk-size SIZE (default 256M)] [--boot-loader PATH (systemd-bootx64.efi)]
   berth-image oci OUTDIR --ref NAME:TAG (--busybox | --dir DIR | --deb PACKAGE)...
                   [--entrypoint ARG]... [--cmd ARG]... [--env K=V]... [--workdir DIR] [--user USER]
                   [--expose PORT/PROTO]... [--stop-signal SIG] [--healthcheck CMD-SHELL:command|CMD:a,b]
@@ -83,10 +87,25 @@ fn build(args: &[String]) -> Result<(), Failure> {
     let mut compression = Compression::RELEASE;
     let mut extra_files = Vec::new();
     let mut images = Vec::new();
+    let mut disk_request: Option<DiskRequest> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
         match a.as_str() {
+            "--disk" => {
+                disk_request.get_or_insert_with(DiskRequest::default);
+            }
+            "--disk-size" => {
+                let v = value("--disk-size")?;
+                let size = disk::parse_size(&v).map_err(|e| e.to_string())?;
+                disk_request.get_or_insert_with(DiskRequest::default).size = size;
+            }
+            "--boot-loader" => {
+                let v = value("--boot-loader")?;
+                disk_request
+                    .get_or_insert_with(DiskRequest::default)
+                    .boot_loader = PathBuf::from(v);
+            }
             "--berth" => berth = Some(PathBuf::from(value("--berth")?)),
             "--cmdline" => cmdline = Some(value("--cmdline")?),
             "--compression" => {
@@ -117,6 +136,7 @@ fn build(args: &[String]) -> Result<(), Failure> {
     opts.compression = compression;
     opts.extra_files = extra_files;
     opts.images = images;
+    opts.disk = disk_request;
     opts.verbose = true;
     let report =
         berth_image::build(&opts).map_err(|e| Failure::Failed(format!("build failed: {e}")))?;

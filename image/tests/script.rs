@@ -1,6 +1,7 @@
 //! `scripts/build-image`, end to end, twice: it builds berth statically,
-//! builds the image builder, and must give byte-identical outputs whose
-//! `/init` is the static berth. Slow the first time (a release build of
+//! builds the image builder, and must give byte-identical outputs (the
+//! flashable `disk.img` too, through `--disk --disk-size`) whose `/init` is
+//! the static berth. Slow the first time (a release build of
 //! berth); later runs reuse cargo's cache.
 
 // Test helpers, not production code: failing loudly is their job.
@@ -14,6 +15,7 @@ fn run_script(root: &Path, manifest: &Path, out: &Path) {
     let output = Command::new(root.join("scripts/build-image"))
         .arg(manifest)
         .arg(out)
+        .args(["--disk", "--disk-size", "96M"])
         .current_dir(root)
         .output()
         .unwrap();
@@ -73,7 +75,7 @@ fn two_script_runs_give_identical_bytes_and_a_static_init() {
         run_script(root, &manifest, &a);
         run_script(root, &manifest, &b);
     }
-    for name in ["vmlinuz", "initramfs.img", "cmdline"] {
+    for name in ["vmlinuz", "initramfs.img", "cmdline", "disk.img"] {
         let x = std::fs::read(a.join(name)).unwrap();
         let y = std::fs::read(b.join(name)).unwrap();
         assert!(
@@ -81,6 +83,11 @@ fn two_script_runs_give_identical_bytes_and_a_static_init() {
             "{name} differs between two scripts/build-image runs"
         );
     }
+
+    let disk = std::fs::read(a.join("disk.img")).unwrap();
+    assert_eq!(disk.len(), 96 << 20);
+    let gpt = berth_image::disk::gpt::Gpt::parse(&disk).unwrap();
+    assert_eq!(gpt.layout.partitions.len(), 2);
 
     // The /init inside is the statically built berth.
     let init = extract_init(&a.join("initramfs.img"));
