@@ -27,6 +27,11 @@ pub const MICROVM_CMDLINE: &str = "reboot=t";
 /// against the PIT, then hangs; so it is given the TSC's rate.
 pub const MICROVM_TCG_CMDLINE: &str = "tsc_early_khz=2000000 tsc=reliable";
 
+/// Debian's OVMF firmware code (the `ovmf` package), 2 MiB flash layout.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+/// The variable store template that goes with [`OVMF_CODE`].
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+
 /// The environment variable that overrides the default machine type
 /// (`q35`, `pc` or `microvm`), to run a whole suite on another machine.
 pub const MACHINE_ENV: &str = "BERTH_QEMU_MACHINE";
@@ -328,10 +333,16 @@ pub enum Boot {
         /// The full kernel command line.
         cmdline: String,
     },
-    /// EFI firmware (OVMF) booting the first disk.
+    /// EFI firmware (OVMF) booting from the disks, by its default boot
+    /// order (the removable-media path `\EFI\BOOT\BOOTX64.EFI`).
     Efi {
-        /// The firmware image, passed as `-bios`.
+        /// The firmware image: with `vars`, the code flash (read-only
+        /// pflash unit 0); without, a combined image passed as `-bios`.
         firmware: PathBuf,
+        /// The variable store template. Each launch copies it into the VM's
+        /// runtime directory (pflash unit 1, writable), so the template is
+        /// never written and every boot starts from the same variables.
+        vars: Option<PathBuf>,
     },
 }
 
@@ -387,12 +398,28 @@ impl VmConfig {
         )
     }
 
-    /// A VM named `name` whose EFI `firmware` (OVMF) boots its first disk.
+    /// A VM named `name` whose EFI `firmware` (a combined OVMF image, as
+    /// `-bios`) boots its first disk.
     pub fn efi(name: &str, firmware: impl Into<PathBuf>) -> Self {
         Self::new(
             name,
             Boot::Efi {
                 firmware: firmware.into(),
+                vars: None,
+            },
+        )
+    }
+
+    /// A VM named `name` booting its disks with Debian's OVMF as pflash:
+    /// [`OVMF_CODE`] read-only and a fresh copy of [`OVMF_VARS`] (see
+    /// [`Boot::Efi`]). No `-kernel`: the firmware finds the boot loader on
+    /// a disk's EFI system partition. Add the disk with [`VmConfig::disk`].
+    pub fn ovmf(name: &str) -> Self {
+        Self::new(
+            name,
+            Boot::Efi {
+                firmware: PathBuf::from(OVMF_CODE),
+                vars: Some(PathBuf::from(OVMF_VARS)),
             },
         )
     }
@@ -517,8 +544,11 @@ impl VmConfig {
                     must_exist("initrd", initrd)?;
                 }
             }
-            Boot::Efi { firmware } => {
+            Boot::Efi { firmware, vars } => {
                 must_exist("EFI firmware", firmware)?;
+                if let Some(vars) = vars {
+                    must_exist("EFI variable store", vars)?;
+                }
                 if self.disks.is_empty() {
                     return Err(Error::Config("an EFI boot needs a disk".into()));
                 }
@@ -616,7 +646,29 @@ impl VmConfig {
                 }
                 a.push2("-append", cmdline);
             }
-            Boot::Efi { firmware } => a.push2("-bios", firmware),
+            Boot::Efi {
+                firmware,
+                vars: None,
+            } => a.push2("-bios", firmware),
+            Boot::Efi {
+                firmware,
+                vars: Some(_),
+            } => {
+                a.push2(
+                    "-drive",
+                    format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        escape(firmware)
+                    ),
+                );
+                a.push2(
+                    "-drive",
+                    format!(
+                        "if=pflash,format=raw,unit=1,file={}",
+                        escape(&runtime_dir.join(EFI_VARS))
+                    ),
+                );
+            }
         }
         let sfx = machine.virtio_suffix();
         // The control channel: virtio-serial port "berth".
@@ -676,6 +728,9 @@ impl VmConfig {
 
 /// The QMP socket's file name in the runtime directory.
 pub(crate) const QMP_SOCKET: &str = "qmp.sock";
+/// The EFI variable store's file name in the runtime directory: a copy of
+/// the [`Boot::Efi`] template, made at launch.
+pub(crate) const EFI_VARS: &str = "efivars.fd";
 /// The control channel socket's file name in the runtime directory.
 pub(crate) const CONTROL_SOCKET: &str = "ctl.sock";
 /// The virtio-serial port's name, as the guest sees it in
@@ -876,5 +931,33 @@ mod tests {
         assert!(efi.validate().is_ok());
         let e = efi.machine(Machine::Microvm).validate();
         assert!(matches!(e, Err(Error::Config(_))), "{e:?}");
+        let e = VmConfig::ovmf("o").disk(Disk::raw("/")).validate();
+        if !Path::new(OVMF_CODE).exists() {
+            assert!(matches!(e, Err(Error::MissingFile { .. })), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn ovmf_boots_from_pflash_with_a_private_variable_store() {
+        let cfg = VmConfig::ovmf("o").disk(Disk::raw("/tmp/disk.img"));
+        assert_eq!(cfg.machine_type(), Machine::Q35);
+        let args = args_of(&cfg);
+        assert!(value_of(&args, "-kernel").is_empty());
+        assert!(value_of(&args, "-bios").is_empty());
+        assert_eq!(
+            value_of(&args, "-drive"),
+            [
+                format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                "if=pflash,format=raw,unit=1,file=/tmp/rt/efivars.fd".to_owned(),
+                "file=/tmp/disk.img,format=raw,if=none,id=d0".to_owned(),
+            ]
+        );
+        assert!(value_of(&args, "-device").contains(&"virtio-blk-pci,drive=d0"));
+        assert!(
+            value_of(&args, "-boot").is_empty(),
+            "the firmware's defaults"
+        );
+        let bios = args_of(&VmConfig::efi("b", "/fw.fd").disk(Disk::raw("/d")));
+        assert_eq!(value_of(&bios, "-bios"), ["/fw.fd"]);
     }
 }

@@ -41,6 +41,8 @@
 //! - [`paths`] — the target directory, log directory, runtime directories.
 //! - [`scenario`] — the fixture every berth scenario starts from: the static
 //!   berth, cached images built from a manifest, boot to `berth: ready`.
+//! - [`efi_disk`] — the same from a flashable `disk.img` under OVMF
+//!   ([`VmConfig::ovmf`]): cached disk images, scratch copies, boot.
 //!
 //! The binary `berth-vm` (`src/bin/berth-vm.rs`) boots an image directory
 //! for a person at a terminal, streaming the console
@@ -127,6 +129,7 @@ pub mod accel;
 pub mod artifacts;
 pub mod config;
 mod console;
+pub mod efi_disk;
 mod error;
 pub mod http;
 pub mod initramfs;
@@ -139,8 +142,8 @@ pub mod vm;
 
 pub use artifacts::{Artifacts, artifacts};
 pub use config::{
-    Accel, BASE_CMDLINE, Boot, Disk, GuestFwd, HostFwd, Mac, Machine, Network, Proto, SocketNet,
-    UserNet, VmConfig,
+    Accel, BASE_CMDLINE, Boot, Disk, GuestFwd, HostFwd, Mac, Machine, Network, OVMF_CODE,
+    OVMF_VARS, Proto, SocketNet, UserNet, VmConfig,
 };
 pub use console::{ConsoleFollower, Followed};
 pub use error::{Error, Result};

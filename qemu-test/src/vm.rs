@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::config::{Boot, CONTROL_SOCKET, QMP_SOCKET, VmConfig};
+use crate::config::{Boot, CONTROL_SOCKET, EFI_VARS, QMP_SOCKET, VmConfig};
 use crate::console::{self, Console, LogFile, TAIL_LINES, Wait};
 use crate::error::{Error, Result};
 use crate::http::{HttpClient, HttpResponse};
@@ -80,6 +80,18 @@ impl Vm {
         let name = config.name().to_owned();
         let unique = format!("berth-{name}-{pid}-{seq}");
         let runtime = RuntimeDir::create(&format!("{pid}-{seq}"))?;
+        if let Boot::Efi {
+            vars: Some(template),
+            ..
+        } = config.boot()
+        {
+            // The firmware writes its variables: each VM gets its own copy.
+            let copy = runtime.path().join(EFI_VARS);
+            std::fs::copy(template, &copy).map_err(|e| Error::io("copy", template, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io("chmod", &copy, e))?;
+        }
         let mac_seed = ((pid & 0xffff) << 8) | (seq as u32 & 0xff);
         let args = config.qemu_args(runtime.path(), kvm, &unique, mac_seed);
 
