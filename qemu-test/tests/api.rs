@@ -275,6 +275,21 @@ fn the_cli_in_a_guest_container_and_reload() {
     assert!(!v["errors"].as_array().unwrap().is_empty(), "{body}");
     assert_eq!(states(&vm), before);
 
+    // Streams are refused on the control channel (they would hold it for
+    // good), with a pointer to where they are served; the channel goes on.
+    for (method, path) in [
+        ("GET", "/v1/containers/ticker/logs?follow=1"),
+        ("GET", "/v1/events"),
+        ("POST", "/v1/containers/web/exec"),
+    ] {
+        let (status, body) = vm
+            .http(method, path, Some("{\"cmd\": [\"true\"]}"), HTTP_TIMEOUT)
+            .unwrap();
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert!(body.contains("control channel does not carry"), "{body}");
+    }
+    assert_eq!(json(&vm, "/v1/ping")["ok"], true);
+
     // A valid one: job removed, newbie added, ticker changed; the rest
     // keep running with the same PIDs.
     let next = manifest()

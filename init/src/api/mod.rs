@@ -175,6 +175,42 @@ fn flag(q: Option<&str>, key: &str) -> bool {
     matches!(query(q, key), Some("" | "1" | "true"))
 }
 
+/// Whether a request asks for a stream that outlives its response head:
+/// an exec session, a followed log, the event stream.
+fn is_stream(method: &Method, path: &str, q: Option<&str>, upgrade: bool) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    upgrade
+        || (method == Method::GET
+            && match segments.as_slice() {
+                ["", "v1", "events"] => true,
+                ["", "v1", "containers", _, "logs"] => flag(q, "follow"),
+                _ => false,
+            })
+        || (method == Method::POST
+            && matches!(segments.as_slice(), ["", "v1", "containers", _, "exec"]))
+}
+
+/// Routes one request from the control channel: as [`handle`], except
+/// streams. The channel is one byte stream with no end-of-connection a
+/// stream could see (see [`port`]), so a stream would hold it for good.
+pub async fn handle_port(
+    req: Request<Incoming>,
+    commands: Commands,
+) -> Result<Response<Body>, Infallible> {
+    let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
+    if is_stream(req.method(), req.uri().path(), req.uri().query(), upgrade) {
+        return Ok(error(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} {} is a stream, which the control channel does not carry (it would hold the channel): use the API socket in the guest or the remote API",
+                req.method(),
+                req.uri().path()
+            ),
+        )));
+    }
+    handle(req, commands).await
+}
+
 /// Routes one request.
 pub async fn handle(
     mut req: Request<Incoming>,
@@ -494,6 +530,24 @@ mod tests {
         assert_eq!(query(Some("a=1&follow&tail=5"), "tail"), Some("5"));
         assert!(flag(Some("a=1&follow&tail=5"), "follow"));
         assert!(!flag(Some("follow=0"), "follow"));
+        let (get, post) = (Method::GET, Method::POST);
+        assert!(is_stream(&get, "/v1/events", None, false));
+        assert!(is_stream(
+            &get,
+            "/v1/containers/web/logs",
+            Some("follow=1&tail=2"),
+            false
+        ));
+        assert!(!is_stream(
+            &get,
+            "/v1/containers/web/logs",
+            Some("tail=2"),
+            false
+        ));
+        assert!(is_stream(&post, "/v1/containers/web/exec", None, false));
+        assert!(is_stream(&post, "/v1/anything", None, true));
+        assert!(!is_stream(&get, "/v1/containers", None, false));
+        assert!(!is_stream(&post, "/v1/containers/web/restart", None, false));
         assert_eq!(query(None, "x"), None);
     }
 }

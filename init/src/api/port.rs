@@ -12,6 +12,9 @@
 //! queues), so one HTTP connection lives on across host reconnects. A
 //! request cut off by a host that left is answered with 400 when the next
 //! bytes arrive, and a new connection starts. Nothing polls in a loop.
+//! For the same reason streams (exec, followed logs, events) are refused
+//! here with a 400 that says where to get them: a stream never sees its
+//! client leave, and would hold the channel for good.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -166,7 +169,7 @@ pub async fn serve_port(path: &Path, commands: Commands) -> std::io::Result<()> 
     log::info!("control channel on {}", path.display());
     loop {
         let commands = commands.clone();
-        let service = service_fn(move |req| super::handle(req, commands.clone()));
+        let service = service_fn(move |req| super::handle_port(req, commands.clone()));
         let conn = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
             .serve_connection(TokioIo::new(port.clone()), service)
