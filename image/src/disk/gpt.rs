@@ -7,7 +7,7 @@
 //! - LBA `n-33` to `n-2`: the backup entries; LBA `n-1`: the backup header.
 //!
 //! Both headers carry the CRC32 of themselves and of the entry array.
-//! [`Gpt::parse`] checks everything [`write`] promises (signatures, CRCs,
+//! [`Gpt::parse`] checks everything [`write()`] promises (signatures, CRCs,
 //! both headers agreeing, partitions inside the usable area and apart), so
 //! tests can read the builder's output back.
 
@@ -151,7 +151,7 @@ impl Partition {
     }
 }
 
-/// A disk's partition table, as [`write`] lays it out and [`Gpt::parse`]
+/// A disk's partition table, as [`write()`] lays it out and [`Gpt::parse`]
 /// finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {

@@ -17,7 +17,7 @@
 //!
 //! Nothing here needs root, a loop device or a mount: [`gpt`] writes the
 //! partition table, [`fs`] makes each filesystem in an image file of its
-//! own with Debian's tools, and [`write`] copies both into the disk file at
+//! own with Debian's tools, and [`write()`] copies both into the disk file at
 //! their offsets, leaving holes where they hold zeros. The disk appears
 //! atomically (written under a temporary name, then renamed).
 //!
@@ -205,7 +205,7 @@ pub struct DiskOptions {
     pub mtime: u32,
 }
 
-/// What [`write`] made.
+/// What [`write()`] made.
 #[derive(Debug, Clone)]
 pub struct DiskReport {
     /// The image.
