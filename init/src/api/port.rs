@@ -77,6 +77,19 @@ impl Inner {
         }
     }
 
+    /// Registers the port with the event loop again. tokio never clears a
+    /// "closed" readiness once seen, and the port reports a hang-up while
+    /// no host is connected; after the host comes back that stale flag
+    /// would make the port look ready forever, and every read or write
+    /// would return `EAGAIN` in a loop that holds PID 1. A new
+    /// registration starts from the port's present state.
+    fn refresh(&mut self) -> std::io::Result<()> {
+        if let State::Live(fd) = std::mem::replace(&mut self.state, State::Moving) {
+            self.state = State::Live(crate::sys::async_fd(fd.into_inner())?);
+        }
+        Ok(())
+    }
+
     fn park(&mut self) {
         if let State::Live(fd) = std::mem::replace(&mut self.state, State::Moving) {
             self.state = State::Parked(fd.into_inner());
@@ -97,14 +110,18 @@ impl AsyncRead for Port {
         loop {
             let fd = ready!(inner.live(cx))?;
             let mut guard = ready!(fd.poll_read_ready(cx))?;
+            let stale = guard.ready().is_read_closed();
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|f| f.get_ref().read(unfilled)) {
+            let read = guard.try_io(|f| f.get_ref().read(unfilled));
+            drop(guard);
+            match read {
                 Ok(Ok(0)) => inner.park(),
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) if stale => inner.refresh()?,
                 Err(_would_block) => {}
             }
         }
@@ -121,8 +138,12 @@ impl AsyncWrite for Port {
         loop {
             let fd = ready!(inner.live(cx))?;
             let mut guard = ready!(fd.poll_write_ready(cx))?;
-            match guard.try_io(|f| f.get_ref().write(data)) {
+            let stale = guard.ready().is_write_closed();
+            let written = guard.try_io(|f| f.get_ref().write(data));
+            drop(guard);
+            match written {
                 Ok(r) => return Poll::Ready(r),
+                Err(_would_block) if stale => inner.refresh()?,
                 Err(_would_block) => {}
             }
         }
@@ -180,5 +201,78 @@ pub async fn serve_port(path: &Path, commands: Commands) -> std::io::Result<()> 
             // keep PID 1 busy.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// A pty master reports a hang-up while its slave is closed and clears
+    /// it when the slave is opened again: the port's situation when its
+    /// host comes back. A read must then wait for data, not spin (a spin
+    /// starved the request's own work: the control channel stopped
+    /// answering).
+    #[test]
+    fn a_hang_up_that_clears_is_waited_out_not_spun_on() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let got = rt.block_on(async {
+                let pty = nix::pty::openpty(None, None).unwrap();
+                let slave_path = nix::unistd::ttyname(&pty.slave).unwrap();
+                drop(pty.slave);
+                let master = File::from(pty.master);
+                let flags = OFlag::from_bits_retain(fcntl(&master, FcntlArg::F_GETFL).unwrap());
+                fcntl(&master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+                let mut port = Port(Arc::new(Mutex::new(Inner {
+                    state: State::Live(crate::sys::async_fd(master).unwrap()),
+                    sigio: signal(SignalKind::io()).unwrap(),
+                })));
+                // The event loop sees the hang-up; then the "host" comes.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut slave = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOCTTY)
+                    .open(&slave_path)
+                    .unwrap();
+                let mut buf = [0u8; 16];
+                // As in hyper's connection task: the read is polled first,
+                // then the request's other work (here a reply due in 50 ms).
+                // A read spinning on stale readiness eats the task's whole
+                // budget every time, and that reply would never arrive.
+                let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = reply_tx.send(());
+                });
+                let first = tokio::time::timeout(Duration::from_secs(3), async {
+                    tokio::select! {
+                        biased;
+                        r = port.read(&mut buf) => format!("read {r:?}"),
+                        _ = reply_rx => "reply".to_string(),
+                    }
+                })
+                .await;
+                assert_eq!(first.as_deref(), Ok("reply"));
+                slave.write_all(b"hello\n").unwrap();
+                let n = tokio::time::timeout(Duration::from_secs(5), port.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                buf[..n].to_vec()
+            });
+            let _ = tx.send(got);
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the port spun on a stale hang-up instead of waiting");
+        assert!(got.starts_with(b"hello"), "{got:?}");
     }
 }
