@@ -38,7 +38,10 @@ fn mark_ms(console: &str, marker: &str) -> Option<f64> {
 
 /// The number just before `suffix` on the first line containing `prefix`.
 fn number_between(console: &str, prefix: &str, suffix: &str) -> Option<f64> {
-    let line = console.lines().find(|l| l.contains(prefix))?;
+    let line = console.lines().find(|l| {
+        l.find(prefix)
+            .is_some_and(|i| l[i + prefix.len()..].contains(suffix))
+    })?;
     let rest = &line[line.find(prefix)? + prefix.len()..];
     rest[..rest.find(suffix)?].trim().parse().ok()
 }
@@ -124,11 +127,19 @@ pub fn berth(image: &Image, n: usize) -> Result<Boot> {
             t - exec,
         ));
     }
-    let rss_kib = vm
-        .http("GET", "/v1/system/info", None, scenario::HTTP_TIMEOUT)
-        .ok()
-        .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-        .and_then(|v| v["berth"]["rss_kib"].as_f64());
+    let rss_kib = match vm.http("GET", "/v1/system/info", None, scenario::HTTP_TIMEOUT) {
+        Ok((200, body)) => serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["berth"]["rss_kib"].as_f64()),
+        Ok((status, body)) => {
+            log(&format!("boot: GET /v1/system/info: {status} {body}"));
+            None
+        }
+        Err(e) => {
+            log(&format!("boot: GET /v1/system/info: {e}"));
+            None
+        }
+    };
     drop(vm);
     Ok(Boot {
         pid1,

@@ -312,6 +312,11 @@ fn run(a: &Args) -> Result<()> {
     let mut v = Value::Object(results);
     v["goals"] = render::goals(&v);
     v["meta"]["elapsed_s"] = json!(started().elapsed().as_secs());
+    v["meta"]["load_at_end"] = json!(
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     let json_text = serde_json::to_string_pretty(&v).map_err(|e| Error::new(e.to_string()))?;
     write(&a.json, &(json_text + "\n"))?;
     write(&a.md, &render::markdown(&v))?;

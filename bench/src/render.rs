@@ -144,7 +144,10 @@ pub fn markdown(r: &Value) -> String {
             format!("{}, {} cores, {} GiB", s(&m["cpu"]), m["cores"], m["memory_gib"]),
         ),
         ("host kernel", s(&m["host_kernel"])),
-        ("load average at the start", s(&m["load_at_start"])),
+        (
+            "load average (1, 5, 15 min) at the start and the end",
+            format!("{} / {}", s(&m["load_at_start"]), s(&m["load_at_end"])),
+        ),
         ("guest kernel", s(&m["guest_kernel"])),
         ("QEMU", s(&m["qemu"])),
         (
@@ -647,13 +650,23 @@ fn misses_section(o: &mut String, r: &Value) {
         }
         if name.starts_with("berth's RSS") {
             let mm = &r["memory"];
+            let slope = f(&mm["idle_100"]["rss_kib"])
+                .zip(f(&mm["idle_10"]["rss_kib"]))
+                .map_or("–".to_owned(), |(a, b)| format!("{:.0}", (a - b) / 90.0));
+            let binary = f(&mm["idle_10"]["rss_kib"])
+                .zip(f(&mm["idle_10"]["anon_kib"]))
+                .map_or("–".to_owned(), |(r, a)| {
+                    format!("{:.2}", (r - a) / 1024.0)
+                });
             let _ = writeln!(
                 o,
-                "  RSS {} MiB with 0 idle, {} MiB with 10, {} MiB with 100; PSS {} MiB with 10.",
+                "  RSS {} MiB with the bench's 5 containers, {} MiB with 10 idle more, {} MiB \
+                 with 100: about {slope} KiB per idle container (from 10 to 100). With 10, \
+                 {binary} MiB are the binary's own pages and {} MiB anonymous (heap, stacks).",
                 mib(&mm["idle_0"]["rss_kib"]),
                 mib(&mm["idle_10"]["rss_kib"]),
                 mib(&mm["idle_100"]["rss_kib"]),
-                mib(&mm["idle_10"]["pss_kib"]),
+                mib(&mm["idle_10"]["anon_kib"]),
             );
         }
     }
