@@ -155,6 +155,9 @@ async fn double(
             Command::Images(r) => drop(r.send(Ok(
                 json!([{"reference": "busybox:latest", "layers": 1, "size_bytes": 2_097_152}]),
             ))),
+            Command::PruneImages(r) => drop(r.send(Ok(
+                json!({"images": 1, "layers": 2, "bytes": 3_145_728, "blobs": 3}),
+            ))),
             Command::Reload(text, r) => {
                 note(format!("reload {text:?}"));
                 let bad = text.as_deref().is_some_and(|t| t.contains("bad"));
@@ -277,6 +280,10 @@ fn tables_json_and_one_line_errors() {
     assert_eq!(
         cli(&s, &["images"]).1,
         "REFERENCE        LAYERS   SIZE\nbusybox:latest   1        2.0MiB\n"
+    );
+    assert_eq!(
+        cli(&s, &["images", "prune"]).1,
+        "removed 1 image(s), 2 layer(s) (3.0MiB), 3 blob(s)\n"
     );
     assert_eq!(cli(&s, &["metrics"]).1, "berth_rss_bytes 1\n");
 }

@@ -653,3 +653,56 @@ fn import_throughput_against_umoci() {
     );
     println!("BENCH image_unpack mib={mib:.1} berth_s={berth:.3} umoci_s={umoci:.3}");
 }
+
+#[test]
+fn prune_removes_what_nothing_uses_and_spares_running_layers() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let layer = |name: &str, data: &[u8]| {
+        let mut l = Tar::default();
+        l.file(name, data);
+        l.finish()
+    };
+    let (l1, l2) = (t.path().join("l1"), t.path().join("l2"));
+    let base = layer("base", b"shared");
+    layout_of(
+        &l1,
+        "app:1",
+        vec![base.clone(), layer("v", b"one")],
+        Compression::Gzip,
+    );
+    layout_of(
+        &l2,
+        "app:1",
+        vec![base, layer("v", b"two")],
+        Compression::Gzip,
+    );
+    let store = store_in(&t.path().join("s"));
+    let app = "app:1".parse().unwrap();
+    store.import_path(&l1, None).unwrap();
+    let old = store.resolve(&app).unwrap();
+    // app:1 now names the second image; the first keeps no name.
+    store.import_path(&l2, None).unwrap();
+    let new = store.resolve(&app).unwrap();
+    assert_ne!(old.lowers[0], new.lowers[0]);
+    assert_eq!(old.lowers[1], new.lowers[1]);
+
+    // A container still runs from the old image: its layers stay.
+    let busy: std::collections::BTreeSet<PathBuf> = old.lowers.iter().cloned().collect();
+    let none = std::collections::BTreeSet::new();
+    let r = store.gc(&none, &busy).unwrap();
+    assert_eq!((r.images, r.layers), (1, 0), "{r:?}");
+    assert!(old.lowers.iter().all(|p| p.is_dir()));
+    // Once it has stopped, its own layer goes; the shared one stays, and
+    // the named image still resolves.
+    let r = store.gc(&none, &std::collections::BTreeSet::new()).unwrap();
+    assert_eq!((r.images, r.layers), (0, 1), "{r:?}");
+    assert!(!old.lowers[0].exists());
+    assert!(new.lowers.iter().all(|p| p.is_dir()));
+    assert_eq!(store.resolve(&app).unwrap().lowers, new.lowers);
+    let r = store.gc(&none, &std::collections::BTreeSet::new()).unwrap();
+    assert_eq!((r.images, r.layers, r.blobs), (0, 0, 0), "{r:?}");
+}

@@ -100,6 +100,7 @@ echo '=== more'
 berth logs --tail 2 ticker
 berth stats web
 berth images
+berth images prune
 echo '=== json'
 berth --json ps | grep -c '"name"'
 echo '=== follow'
@@ -207,6 +208,12 @@ fn the_cli_in_a_guest_container_and_reload() {
     assert!(more[2].starts_with("NAME   CPU "), "{more:#?}");
     assert!(more[3].starts_with("web    "), "{more:#?}");
     assert!(more[4].starts_with("REFERENCE "), "{more:#?}");
+    // Every image here is named and in use: pruning removes nothing.
+    assert_eq!(
+        more.last().map(String::as_str),
+        Some("removed 0 image(s), 0 layer(s) (0B), 0 blob(s)"),
+        "{more:#?}"
+    );
 
     // logs -f: new lines only (--tail 0), as they come, in order.
     let follow = section(&out, "follow");

@@ -107,6 +107,8 @@ pub enum Command {
     Events(Reply<broadcast::Receiver<String>>),
     /// The images.
     Images(Reply<Value>),
+    /// Remove unnamed images and the layers and blobs nothing uses.
+    PruneImages(Reply<Value>),
     /// Re-read the manifest (or take this one) and apply the difference.
     Reload(Option<String>, Reply<Value>),
     /// Run a command in a container.
@@ -314,6 +316,10 @@ async fn route(
             StatusCode::OK,
             &ask(commands, Command::Images).await?,
         )),
+        ["", "v1", "images", "prune"] if post => Ok(reply(
+            StatusCode::OK,
+            &ask(commands, Command::PruneImages).await?,
+        )),
         ["", "v1", "metrics"] if get => {
             let text = ask(commands, Command::Metrics).await?;
             let mut r = Response::new(full(text));
@@ -367,6 +373,7 @@ async fn route(
             "info" | "reload" | "poweroff" | "reboot",
         ]
         | ["", "v1", "containers", _]
+        | ["", "v1", "images", "prune"]
         | [
             "",
             "v1",

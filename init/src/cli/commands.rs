@@ -102,6 +102,22 @@ pub fn run(cmd: &str, args: &[String], mut g: Globals, io: &mut Io<'_>) -> Resul
         }
         "images" => {
             let p = parse_cmd(args, &[], false, &mut g)?;
+            if p.args.len() == 1 && p.args[0] == "prune" {
+                let v = Client::new(&g.host).json("POST", "/v1/images/prune", None)?;
+                if g.json {
+                    pretty(io, &v)?;
+                } else {
+                    writeln!(
+                        io.out,
+                        "removed {} image(s), {} layer(s) ({}), {} blob(s)",
+                        v["images"],
+                        v["layers"],
+                        table::bytes(&v["bytes"]),
+                        v["blobs"]
+                    )?;
+                }
+                return Ok(0);
+            }
             if !p.args.is_empty() {
                 return Err(usage("images"));
             }

@@ -36,6 +36,8 @@ containers:
   stats [NAME]                   CPU, memory, pids and I/O from the cgroups
   events                         follow container events
   images                         the images on this host
+  images prune                   remove unnamed images, and layers and
+                                 blobs that no image or container uses
 
 host:
   info                           system information (JSON)

@@ -503,10 +503,11 @@ impl Store {
         Ok((record, (stats, verified.blob_size)))
     }
 
-    /// Removes images without a name (unless their id is in `keep`, say
-    /// because a container still runs from them), then every layer and
-    /// blob of the writable root that no image uses, and `tmp/`.
-    pub fn gc(&self, keep: &BTreeSet<Digest>) -> Result<GcReport, Error> {
+    /// Removes images without a name (unless their id is in `keep`), then
+    /// every layer and blob of the writable root that no image uses and
+    /// that is not in `busy` (layer directories a running container has
+    /// mounted, whatever became of its image's name), and `tmp/`.
+    pub fn gc(&self, keep: &BTreeSet<Digest>, busy: &BTreeSet<PathBuf>) -> Result<GcReport, Error> {
         let mut report = GcReport::default();
         let mut used_layers: BTreeSet<String> = BTreeSet::new();
         let mut used_blobs: BTreeSet<String> = BTreeSet::new();
@@ -531,7 +532,7 @@ impl Store {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let hex = name.trim_end_matches(".json");
-                if used_layers.contains(hex) {
+                if used_layers.contains(hex) || busy.contains(&layers.join(hex)) {
                     continue;
                 }
                 let p = e.path();

@@ -93,6 +93,8 @@ pub struct Launch {
     /// What a command run in the container later needs (health checks,
     /// `berth exec`): its user, security, environment and working directory.
     pub context: ExecContext,
+    /// The image's layer directories under its root: in use while it runs.
+    pub layers: Vec<PathBuf>,
 }
 
 /// What commands run inside a running container share with it.
@@ -341,6 +343,7 @@ impl Runtime {
                 env: spec.env,
                 cwd: spec.cwd,
             },
+            layers: image.lowers.clone(),
         })
     }
 

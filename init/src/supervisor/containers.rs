@@ -33,6 +33,8 @@ struct Live {
     pid: i32,
     cgroup: PathBuf,
     context: ExecContext,
+    /// Its image's layers, which image pruning leaves alone.
+    layers: Vec<PathBuf>,
 }
 
 /// The containers and their processes.
@@ -276,8 +278,17 @@ impl Containers {
                 pid,
                 cgroup: launch.cgroup,
                 context: launch.context,
+                layers: launch.layers,
             },
         );
+    }
+
+    /// The layer directories running containers have mounted.
+    pub fn layers_in_use(&self) -> std::collections::BTreeSet<PathBuf> {
+        self.live
+            .values()
+            .flat_map(|l| l.layers.iter().cloned())
+            .collect()
     }
 
     /// How `c` joins the network: its /etc/hosts entries, the namespace it

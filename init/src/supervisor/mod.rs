@@ -384,6 +384,33 @@ impl Supervisor {
             Command::Images(reply) => {
                 let _ = reply.send(Ok(crate::images::Store::default().list()));
             }
+            Command::PruneImages(reply) => {
+                let busy = self.containers.layers_in_use();
+                let done = crate::images::Store::default()
+                    .gc(&Default::default(), &busy)
+                    .map(|r| {
+                        log::info!(
+                            "images: pruned {} image(s), {} layer(s) ({} bytes), {} blob(s)",
+                            r.images,
+                            r.layers,
+                            r.bytes,
+                            r.blobs
+                        );
+                        serde_json::json!({
+                            "images": r.images,
+                            "layers": r.layers,
+                            "bytes": r.bytes,
+                            "blobs": r.blobs,
+                        })
+                    })
+                    .map_err(|e| {
+                        crate::api::ApiError::new(
+                            hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("pruning images: {e}"),
+                        )
+                    });
+                let _ = reply.send(done);
+            }
             Command::Reload(text, reply) => {
                 let _ = reply.send(self.reload(text));
             }
