@@ -120,3 +120,117 @@ fn containers_reach_each_other_by_name_and_keep_their_address() {
 
     scenario::power_off(&vm).unwrap();
 }
+
+const PUBLISHED: &str = r#"
+version = 1
+[host]
+on_fatal = "poweroff"
+[host.network]
+interfaces = [{ name = "eth0", dhcp = true }]
+
+[containers.web]
+image = "busybox:latest"
+ports = ["8080:80"]
+command = ["sh", "-c", "mkdir -p /srv && echo published hello > /srv/index.html && exec httpd -f -p 80 -h /srv"]
+
+[containers.outbound]
+image = "busybox:latest"
+command = ["sh", "-c", "sleep 2; wget -q -O- http://10.0.2.100:7000/ || echo outbound failed"]
+"#;
+
+/// A one-shot HTTP server on 127.0.0.1 that answers `body` and reports the
+/// request line it got.
+fn serve_once(body: &'static str) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tx.send(line);
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn published_ports_and_outbound_nat_through_qemu_user_networking() {
+    use berth_qemu_test::{GuestFwd, HostFwd, UserNet};
+    let host_port = berth_qemu_test::free_local_port().unwrap();
+    let (server, requests) = serve_once("from the host\n");
+    let vm = scenario::boot("network-published", PUBLISHED, |c| {
+        c.network(
+            UserNet::new()
+                .hostfwd(HostFwd::tcp(host_port, 8080))
+                .guestfwd(GuestFwd::tcp(7000, server)),
+        )
+    })
+    .unwrap();
+
+    // The host reaches a published port through QEMU's forward on 127.0.0.1
+    // and berth's DNAT.
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let got = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{host_port}/"),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&got.stdout).to_string();
+        if text.contains("published hello") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on the published port:\n{}",
+            vm.console_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(body, "published hello\n");
+
+    // A container reaches beyond the host through the masquerade.
+    assert_eq!(wait_lines(&vm, "outbound", 1)[0], "from the host");
+    let line = requests.recv_timeout(WAIT).unwrap();
+    assert!(line.starts_with("GET / HTTP/1."), "{line}");
+
+    // The NAT rules go with the container: stop it and the port closes.
+    let (status, _) = vm
+        .http("POST", "/v1/containers/web/stop", None, HTTP_TIMEOUT)
+        .unwrap();
+    assert_eq!(status, 204);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let c = containers(&vm)
+            .into_iter()
+            .find(|c| c["name"] == "web")
+            .unwrap();
+        if c["state"] == "stopped" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "web did not stop: {c:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let got = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "3",
+            &format!("http://127.0.0.1:{host_port}/"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&got.stdout).contains("published hello"));
+    scenario::power_off(&vm).unwrap();
+}
