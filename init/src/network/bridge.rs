@@ -32,12 +32,15 @@ pub struct Attachment {
     pub gateway: Ipv4Addr,
 }
 
+/// The prefix of the host ends of containers' veth pairs.
+pub const HOST_PREFIX: &str = "vb";
+
 /// The veth names of a container: `vb…` on the host, `vc…` before it moves.
 pub fn veth_names(container: &str) -> (String, String) {
     let h = container.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    (format!("vb{h:08x}"), format!("vc{h:08x}"))
+    (format!("{HOST_PREFIX}{h:08x}"), format!("vc{h:08x}"))
 }
 
 impl Attachment {

@@ -43,19 +43,25 @@ pub struct ContainerNet {
     published: std::collections::BTreeMap<String, Vec<nft::Published>>,
 }
 
-/// A container's published ports as nftables rules, at its address.
-pub fn published(c: &Container, ip: Ipv4Addr) -> Vec<nft::Published> {
+/// A container's published ports as nftables rules, at its address. A
+/// binding to a particular IPv6 address cannot be honoured (the NAT table
+/// is IPv4) and is an error; `[::]` means every address, as no address does.
+pub fn published(c: &Container, ip: Ipv4Addr) -> Result<Vec<nft::Published>, String> {
     c.ports
         .iter()
-        .filter_map(|p| {
+        .map(|p| {
             let host_ip = match p.host_ip {
                 None => None,
-                Some(IpAddr::V4(a)) if a.is_unspecified() => None,
+                Some(a) if a.is_unspecified() => None,
                 Some(IpAddr::V4(a)) => Some(a),
-                // The NAT table is IPv4; an IPv6 binding is reported at start.
-                Some(IpAddr::V6(_)) => return None,
+                Some(IpAddr::V6(_)) => {
+                    return Err(format!(
+                        "cannot publish {p}: berth's NAT table is IPv4 only, so ports \
+                         are published on IPv4 addresses only"
+                    ));
+                }
             };
-            Some(nft::Published {
+            Ok(nft::Published {
                 protocol: match p.protocol {
                     berth_config::Protocol::Tcp => nft::Protocol::Tcp,
                     berth_config::Protocol::Udp => nft::Protocol::Udp,
@@ -93,7 +99,11 @@ impl ContainerNet {
         ipam.load(&state);
         ipam.retain(|n| containers.iter().any(|c| c.name == n && on_bridge(c)));
         for c in containers.iter().filter(|c| on_bridge(c)) {
-            ipam.assign(&c.name).map_err(|e| e.to_string())?;
+            // A container the subnet has no room for fails at its own start,
+            // with this reason; the others keep their network.
+            if let Err(e) = ipam.assign(&c.name) {
+                log::error!("{e}");
+            }
         }
         if let Err(e) = ipam.save(&state) {
             log::warn!("cannot save the address book {}: {e}", state.display());
@@ -135,13 +145,13 @@ impl ContainerNet {
         nft::apply(&rules)
     }
 
-    /// Publishes a running container's ports. On failure the previous
-    /// rules stay.
+    /// Publishes a container's ports, before its program runs. On failure
+    /// the previous rules stay, and the container must not start.
     pub fn publish(&mut self, c: &Container) -> Result<(), String> {
         let Some(ip) = self.ipam.get(&c.name) else {
             return Ok(());
         };
-        let rules = published(c, ip);
+        let rules = published(c, ip)?;
         if rules.is_empty() {
             return Ok(());
         }
@@ -152,6 +162,12 @@ impl ContainerNet {
         })
     }
 
+    /// How many DNAT rules berth has asked for (each published port, or
+    /// same-port range, of each container that runs).
+    pub fn published_count(&self) -> usize {
+        self.published.values().map(Vec::len).sum()
+    }
+
     /// Withdraws a container's ports when it stops.
     pub fn unpublish(&mut self, name: &str) {
         if self.published.remove(name).is_some()
@@ -159,6 +175,28 @@ impl ContainerNet {
         {
             log::error!("{name}: cannot withdraw its published ports: {e}");
         }
+    }
+
+    /// The container network as `/v1/system/info` shows it, with leak
+    /// detectors: the addresses in the book, the DNAT rules asked for, and
+    /// the host ends of veth pairs that exist (`vb…` in /sys/class/net).
+    pub fn status(&self) -> serde_json::Value {
+        let veths = std::fs::read_dir("/sys/class/net").map_or(0, |d| {
+            d.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(bridge::HOST_PREFIX)
+                })
+                .count()
+        });
+        serde_json::json!({
+            "bridge": self.bridge,
+            "gateway": format!("{}/{}", self.ipam.gateway(), self.ipam.prefix()),
+            "addresses": self.ipam.all().count(),
+            "published_rules": self.published_count(),
+            "veths": veths,
+        })
     }
 
     /// A container's address on the bridge.
@@ -182,13 +220,20 @@ impl ContainerNet {
             .collect()
     }
 
-    /// What connecting `name` takes, giving it an address if it has none.
-    pub fn attachment(&mut self, name: &str) -> Result<bridge::Attachment, String> {
+    /// The address of `name`, giving it one if it has none (and saving the
+    /// address book then).
+    pub fn assign(&mut self, name: &str) -> Result<Ipv4Addr, String> {
         let known = self.ipam.get(name).is_some();
         let ip = self.ipam.assign(name).map_err(|e| e.to_string())?;
         if !known && let Err(e) = self.ipam.save(&self.state) {
             log::warn!("cannot save the address book {}: {e}", self.state.display());
         }
+        Ok(ip)
+    }
+
+    /// What connecting `name` takes, giving it an address if it has none.
+    pub fn attachment(&mut self, name: &str) -> Result<bridge::Attachment, String> {
+        let ip = self.assign(name)?;
         Ok(bridge::Attachment::new(
             name,
             ip,
@@ -212,11 +257,89 @@ impl ContainerNet {
 
     /// Removes the NAT table and the bridge at shutdown.
     pub async fn shutdown(&self) {
+        let mut clean = true;
         if let Err(e) = nft::remove() {
             log::warn!("nftables: {e}");
+            clean = false;
         }
         if let Err(e) = self.nl.delete(&self.bridge).await {
             log::warn!("bridge {}: {e}", self.bridge);
+            clean = false;
         }
+        if clean {
+            log::info!(
+                "container network removed: bridge {} and table ip {}",
+                self.bridge,
+                nft::plan::TABLE
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(ports: &[&str]) -> Container {
+        let ports = ports
+            .iter()
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let m = berth_config::parse(
+            &format!("version = 1\n[containers.web]\nimage = \"busybox\"\nports = [{ports}]\n"),
+            "test",
+        )
+        .unwrap();
+        m.containers["web"].clone()
+    }
+
+    #[test]
+    fn published_ports_bind_ipv4_or_every_address() {
+        let ip = Ipv4Addr::new(10, 88, 0, 7);
+        let got = published(
+            &container(&[
+                "8080:80",
+                "127.0.0.1:9000:90/udp",
+                "0.0.0.0:81:81",
+                "[::]:82:82",
+            ]),
+            ip,
+        )
+        .unwrap();
+        let summary: Vec<String> = got
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:?} {}-{} {}:{}",
+                    p.protocol,
+                    p.host_ip,
+                    p.host_ports.0,
+                    p.host_ports.1,
+                    p.container_ip,
+                    p.container_port
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "tcp None 8080-8080 10.88.0.7:80",
+                "udp Some(127.0.0.1) 9000-9000 10.88.0.7:90",
+                "tcp None 81-81 10.88.0.7:81",
+                "tcp None 82-82 10.88.0.7:82",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_bound_to_an_ipv6_address_is_refused() {
+        let e = published(
+            &container(&["[fd00::1]:8080:80"]),
+            Ipv4Addr::new(10, 88, 0, 7),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("cannot publish [fd00::1]:8080:80"), "{e}");
+        assert!(e.contains("IPv4 only"), "{e}");
     }
 }

@@ -55,6 +55,8 @@ pub struct Containers {
     net: Result<Option<ContainerNet>, String>,
     /// Events for API watchers, as JSON lines.
     notices: tokio::sync::broadcast::Sender<String>,
+    /// The /etc/hosts entries running bridge containers were last given.
+    hosts_book: Vec<(std::net::IpAddr, Vec<String>)>,
 }
 
 impl Containers {
@@ -77,6 +79,7 @@ impl Containers {
             files,
             net,
             notices: tokio::sync::broadcast::channel(1024).0,
+            hosts_book: Vec::new(),
         }
     }
 
@@ -179,6 +182,15 @@ impl Containers {
             Ok(n) => n,
             Err(e) => return fail(e),
         };
+        // Published ports are part of the network's setup: in place before
+        // the program runs, or it does not start. They are withdrawn when
+        // the process ends, whatever the way (its Die notice).
+        if attachment.is_some()
+            && let Ok(Some(n)) = &mut self.net
+            && let Err(e) = n.publish(&config)
+        {
+            return fail(format!("network: {e}"));
+        }
         let launch = match self.runtime.spawn(&Real, &config, &net) {
             Ok(l) => l,
             Err(e) => return fail(e.to_string()),
@@ -300,11 +312,6 @@ impl Containers {
         use berth_config::NetworkMode;
         match &c.network_mode {
             NetworkMode::Bridge => {
-                let net = match &mut self.net {
-                    Ok(Some(n)) => n,
-                    Ok(None) => return Err("no container network".into()),
-                    Err(e) => return Err(format!("no container network: {e}")),
-                };
                 let configs: Vec<Container> = self
                     .machine
                     .units()
@@ -312,14 +319,16 @@ impl Containers {
                     .map(|u| u.config.clone())
                     .filter(network::on_bridge)
                     .collect();
-                let attachment = net.attachment(&c.name)?;
-                Ok((
-                    runtime::NetSpec {
-                        hosts: net.hosts(&configs),
-                        join: None,
-                    },
-                    Some(attachment),
-                ))
+                let (attachment, hosts) = match &mut self.net {
+                    Ok(Some(n)) => (n.attachment(&c.name)?, n.hosts(&configs)),
+                    Ok(None) => return Err("no container network".into()),
+                    Err(e) => return Err(format!("no container network: {e}")),
+                };
+                if hosts != self.hosts_book {
+                    // A name changed since the running ones were written.
+                    self.refresh_hosts();
+                }
+                Ok((runtime::NetSpec { hosts, join: None }, Some(attachment)))
             }
             NetworkMode::Service(target) => match self.pid(target) {
                 Some(pid) => Ok((
@@ -532,7 +541,18 @@ impl Containers {
     ) -> super::machine::ReloadSummary {
         let (actions, summary) = self.machine.reload(Instant::now(), containers);
         self.execute(actions, reaper);
+        self.refresh_hosts();
         summary
+    }
+
+    /// The container network's state for `/v1/system/info`: null without
+    /// one, `{"error": …}` if it could not be set up.
+    pub fn net_status(&self) -> serde_json::Value {
+        match &self.net {
+            Ok(Some(n)) => n.status(),
+            Ok(None) => serde_json::Value::Null,
+            Err(e) => serde_json::json!({ "error": e }),
+        }
     }
 
     /// Removes the container network at shutdown, once every container is
@@ -569,23 +589,52 @@ impl Containers {
         let _ = self.notices.send(v.to_string());
     }
 
-    /// Publishes a container's ports while its program runs.
+    /// Withdraws a container's published ports when its process ends.
     fn ports(&mut self, name: &str, notice: &Notice) {
+        if let (Ok(Some(net)), Notice::Die { .. }) = (&mut self.net, notice) {
+            net.unpublish(name);
+        }
+    }
+
+    /// Rewrites the /etc/hosts of every running bridge container when the
+    /// network's names changed (a reload added, removed or renamed one).
+    /// Containers added by a reload get their address now, so the others
+    /// know it before they start. The files are rewritten in place: each is
+    /// bind-mounted into its container.
+    fn refresh_hosts(&mut self) {
         let Ok(Some(net)) = &mut self.net else {
             return;
         };
-        match notice {
-            Notice::Start => {
-                if let Some(u) = self.machine.unit(name)
-                    && network::on_bridge(&u.config)
-                    && let Err(e) = net.publish(&u.config)
-                {
-                    log::error!("{name}: cannot publish its ports: {e}");
-                }
+        let configs: Vec<Container> = self
+            .machine
+            .units()
+            .values()
+            .map(|u| u.config.clone())
+            .filter(network::on_bridge)
+            .collect();
+        for c in &configs {
+            if let Err(e) = net.assign(&c.name) {
+                log::error!("{}: {e}", c.name);
             }
-            Notice::Die { .. } => net.unpublish(name),
-            _ => {}
         }
+        let book = net.hosts(&configs);
+        if book == self.hosts_book {
+            return;
+        }
+        for c in configs.iter().filter(|c| self.live.contains_key(&c.name)) {
+            let path = self.runtime.dirs.run.join(&c.name).join("hosts");
+            let text = runtime::spec::hosts_file(c, &book);
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+            match written {
+                Ok(()) => log::debug!("{}: /etc/hosts rewritten", c.name),
+                Err(e) => log::warn!("{}: cannot rewrite {}: {e}", c.name, path.display()),
+            }
+        }
+        self.hosts_book = book;
     }
 
     /// A container a reload removed: its log, address and writable layer go.
@@ -595,6 +644,7 @@ impl Containers {
             net.release(name);
         }
         self.runtime.remove_layer(name);
+        self.refresh_hosts();
     }
 
     fn cleanup(&mut self, name: String) {

@@ -643,6 +643,7 @@ impl Supervisor {
             },
             "cgroup_controllers": self.booted.cgroup_controllers,
             "network": self.host_net.status(),
+            "container_network": self.containers.net_status(),
             "memory": {
                 "total_kib": kib(&meminfo, "MemTotal:"),
                 "available_kib": kib(&meminfo, "MemAvailable:"),
