@@ -28,7 +28,9 @@ static FORWARDER: OnceLock<Forwarder> = OnceLock::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 enum Transport {
-    Udp(UdpSocket),
+    /// Not connected: berth may start forwarding before the host network
+    /// is up, when connect(2) would fail with ENETUNREACH for good.
+    Udp(UdpSocket, SocketAddr),
     Tcp(mpsc::Sender<Vec<u8>>),
 }
 
@@ -134,14 +136,13 @@ pub fn start(cfg: &Syslog, hostname: &str) -> Result<String, String> {
                 .parse()
                 .map_err(|e| format!("{e}"))?;
             let s = UdpSocket::bind(bind).map_err(|e| format!("syslog socket: {e}"))?;
-            s.connect(addr).map_err(|e| format!("syslog {addr}: {e}"))?;
             s.set_nonblocking(true)
                 .map_err(|e| format!("syslog socket: {e}"))?;
-            Transport::Udp(s)
+            Transport::Udp(s, addr)
         }
         Protocol::Tcp => {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::task::spawn_local(tcp_sender(addr, rx));
+            tokio::task::spawn_local(tcp_sender(addr, rx, cfg.format, hostname.to_string()));
             Transport::Tcp(tx)
         }
     };
@@ -181,12 +182,8 @@ pub fn send(app: &str, pid: u32, level: Level, text: &str) {
         SystemTime::now(),
     );
     let sent = match &f.transport {
-        Transport::Udp(s) => s.send(&msg).is_ok(),
-        Transport::Tcp(tx) => {
-            let mut framed = format!("{} ", msg.len()).into_bytes();
-            framed.extend_from_slice(&msg);
-            tx.try_send(framed).is_ok()
-        }
+        Transport::Udp(s, addr) => s.send_to(&msg, addr).is_ok(),
+        Transport::Tcp(tx) => tx.try_send(octet_counted(&msg)).is_ok(),
     };
     if !sent {
         DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -198,7 +195,19 @@ pub fn enabled() -> bool {
     FORWARDER.get().is_some()
 }
 
-async fn tcp_sender(addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// A message framed for TCP as RFC 6587 octet counting: `LEN SP MSG`.
+fn octet_counted(msg: &[u8]) -> Vec<u8> {
+    let mut framed = format!("{} ", msg.len()).into_bytes();
+    framed.extend_from_slice(msg);
+    framed
+}
+
+async fn tcp_sender(
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    syntax: SyslogFormat,
+    hostname: String,
+) {
     let mut delay = Duration::from_millis(200);
     let mut pending: Option<Vec<u8>> = None;
     loop {
@@ -223,12 +232,16 @@ async fn tcp_sender(addr: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
             };
             let dropped = DROPPED.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                let note = format!(
-                    "berth: {dropped} syslog message(s) dropped: the receiver was slow or away"
+                let note = format(
+                    syntax,
+                    &hostname,
+                    "berth",
+                    1,
+                    Level::Warning,
+                    &format!("{dropped} syslog message(s) dropped: the receiver was slow or away"),
+                    SystemTime::now(),
                 );
-                let mut framed = format!("{} ", note.len()).into_bytes();
-                framed.extend_from_slice(note.as_bytes());
-                let _ = stream.write_all(&framed).await;
+                let _ = stream.write_all(&octet_counted(&note)).await;
             }
             if stream.write_all(&msg).await.is_err() {
                 pending = Some(msg);
