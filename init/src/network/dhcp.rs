@@ -45,6 +45,15 @@
 //! without an address, and the driver warns ([`rp_filter_blocks`]).
 //! Requests are padded to 548 bytes (a 576-byte datagram): QEMU's built-in
 //! server drops shorter ones.
+//!
+//! Except what goes before the client has an address (ciaddr 0: DISCOVER,
+//! and REQUEST while selecting or rebooting). For those a UDP socket would
+//! not send from `0.0.0.0`, as RFC 2131 asks: the kernel takes another
+//! interface's address as the source, such as the container bridge's. A
+//! server's host may hold that very address (another berth on the LAN, with
+//! the default bridge subnet) and drops the packet as a martian. So those go
+//! out on a packet socket, as an IPv4 datagram built here
+//! ([`broadcast_packet`]) to the link's broadcast address.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -1050,6 +1059,98 @@ impl Client {
     }
 }
 
+/// The IPv4 packet of a DHCP message broadcast by a client without an
+/// address: from `0.0.0.0:68` to `255.255.255.255:67`, TTL 64, with the
+/// header and UDP checksums.
+pub fn broadcast_packet(payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let src = Ipv4Addr::UNSPECIFIED.octets();
+    let dst = Ipv4Addr::BROADCAST.octets();
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    // identification, flags and fragment offset, TTL, protocol, checksum
+    p.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    let ip_sum = checksum(&[&p[..20]]);
+    p[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    p.extend_from_slice(&CLIENT_PORT.to_be_bytes());
+    p.extend_from_slice(&SERVER_PORT.to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    let udp_sum = match checksum(&[&pseudo, &p[20..]]) {
+        // 0 means "no checksum" in UDP; all ones stands for it.
+        0 => 0xffff,
+        s => s,
+    };
+    p[26..28].copy_from_slice(&udp_sum.to_be_bytes());
+    p
+}
+
+/// The Internet checksum (RFC 1071) of the concatenation of `parts`, each
+/// of even length but the last.
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        let mut words = part.chunks(2);
+        for w in words.by_ref() {
+            let hi = u32::from(w[0]) << 8;
+            let lo = w.get(1).map_or(0, |b| u32::from(*b));
+            sum += hi | lo;
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends an IPv4 `packet` to the link-layer broadcast address of interface
+/// `index`, through a packet socket (the kernel adds the Ethernet header).
+/// Needs CAP_NET_RAW, which PID 1 has.
+fn send_link_broadcast(index: u32, packet: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) with constant arguments; the result is checked and
+    // owned at once.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new, valid descriptor no one else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+    to.sll_ifindex = index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: the buffer and address are valid for the lengths given, for
+    // the duration of the call; fd is open.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            libc::MSG_DONTWAIT,
+            std::ptr::from_ref(&to).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The client's socket: UDP on `0.0.0.0:68`, bound to the interface, able
 /// to broadcast. Must be opened in the event loop.
 pub fn socket(iface: &str) -> Result<tokio::net::UdpSocket, Error> {
@@ -1188,7 +1289,13 @@ impl Driver {
                 Action::Send { to, message } => {
                     let kind = type_name(message.msg_type());
                     log::debug!("{name}: DHCP{kind} to {}", to.addr());
-                    if let Err(e) = sock.send_to(&message.encode(), to.addr()).await {
+                    let bytes = message.encode();
+                    let sent = if to == Dest::Broadcast && message.ciaddr.is_unspecified() {
+                        send_link_broadcast(self.link.index, &broadcast_packet(&bytes))
+                    } else {
+                        sock.send_to(&bytes, to.addr()).await.map(|_| ())
+                    };
+                    if let Err(e) = sent {
                         log::warn!("{name}: cannot send DHCP{kind} to {}: {e}", to.addr());
                     }
                 }
@@ -1672,6 +1779,36 @@ mod tests {
         assert_eq!(rp_filter_blocks("", ""), None);
         assert_eq!(rp_filter_blocks("1\n", "0\n"), Some(1));
         assert_eq!(rp_filter_blocks("0\n", "2\n"), Some(2));
+    }
+
+    #[test]
+    fn broadcasts_without_an_address_are_well_formed_ipv4_udp() {
+        for payload in [&b"odd"[..], &[0u8; 548][..], &[0xffu8; 300][..]] {
+            let p = broadcast_packet(payload);
+            assert_eq!(p.len(), 28 + payload.len());
+            assert_eq!(p[0], 0x45);
+            assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
+            assert_eq!((p[8], p[9]), (64, 17));
+            assert_eq!(p[12..16], [0, 0, 0, 0]);
+            assert_eq!(p[16..20], [255; 4]);
+            assert_eq!(u16::from_be_bytes([p[20], p[21]]), 68);
+            assert_eq!(u16::from_be_bytes([p[22], p[23]]), 67);
+            assert_eq!(
+                usize::from(u16::from_be_bytes([p[24], p[25]])),
+                8 + payload.len()
+            );
+            assert_eq!(&p[28..], payload);
+            // A header with its checksum sums to all ones: checksum 0.
+            assert_eq!(checksum(&[&p[..20]]), 0);
+            let mut pseudo = vec![0, 0, 0, 0, 255, 255, 255, 255, 0, 17];
+            pseudo.extend_from_slice(&p[24..26]);
+            assert_eq!(checksum(&[&pseudo, &p[20..]]), 0);
+        }
+        // RFC 1071's example: words 0001 f203 f4f5 f6f7 sum to ddf2.
+        assert_eq!(
+            checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
+            !0xddf2
+        );
     }
 
     #[test]
