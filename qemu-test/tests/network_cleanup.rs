@@ -225,6 +225,19 @@ fn hosts_follow_reloads_resolv_conf_follows_dns_and_the_network_goes_at_shutdown
     let net = &json(&vm, "/v1/system/info")["container_network"];
     assert_eq!(net["addresses"], 1, "{net:#}");
 
+    // A container removed while still in its setup (the second reload
+    // follows the first at once) is killed, not left to its grace period:
+    // its setup process would ignore the stop signal, and berth would warn.
+    let with_c = format!(
+        "{NAMES}\n[containers.c]\nimage = \"busybox:latest\"\ninit = true\ncommand = [\"sleep\", \"3600\"]\n"
+    );
+    assert_eq!(reload(&vm, &with_c)["added"], serde_json::json!(["c"]));
+    assert_eq!(reload(&vm, NAMES)["removed"], serde_json::json!(["c"]));
+    wait_until(&vm, "c to go", || {
+        vm.console()
+            .contains("berth: supervisor: c: removed by reload")
+    });
+
     // Shutdown removes the bridge and the NAT table, without complaint.
     let status = scenario::power_off(&vm).unwrap();
     assert!(status.success(), "{status:?}");

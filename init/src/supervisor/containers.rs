@@ -35,6 +35,13 @@ struct Live {
     context: ExecContext,
     /// Its image's layers, which image pruning leaves alone.
     layers: Vec<PathBuf>,
+    /// Whether its program runs (else berth's setup process does: PID 1 of
+    /// the container's PID namespace, which ignores signals it has no
+    /// handler for, so a stop signal would be lost).
+    started: bool,
+    /// Set when berth killed it during its setup: the setup's failure that
+    /// follows is no error.
+    cancelled: Rc<std::cell::Cell<bool>>,
 }
 
 /// The containers and their processes.
@@ -118,6 +125,11 @@ impl Containers {
         {
             self.stale.insert(name.clone(), l.cgroup);
         }
+        if let Event::Running { name } = &event
+            && let Some(l) = self.live.get_mut(name)
+        {
+            l.started = true;
+        }
         let actions = self.machine.handle(Instant::now(), event);
         self.execute(actions, reaper);
     }
@@ -133,6 +145,16 @@ impl Containers {
                 Action::Spawn(name) => self.spawn(&name, reaper),
                 Action::Signal { name, signal } => {
                     if let Some(l) = self.live.get(&name) {
+                        // A container stopped during its setup has no program
+                        // to stop gracefully, and its setup process would
+                        // ignore the signal: it is killed.
+                        let signal = if l.started {
+                            signal
+                        } else {
+                            log::debug!("{name}: stopped during its setup; killing it");
+                            l.cancelled.set(true);
+                            libc::SIGKILL
+                        };
                         // SAFETY: kill(2) with a pid berth started and has not
                         // reaped yet, so it cannot name another process.
                         unsafe { libc::kill(l.pid, signal) };
@@ -215,6 +237,8 @@ impl Containers {
         let n = name.to_string();
         let spawned = launch.spawned;
         let pid = launch.pid;
+        let cancelled = Rc::new(std::cell::Cell::new(false));
+        let cancel = cancelled.clone();
         let link = self
             .net
             .as_ref()
@@ -235,8 +259,12 @@ impl Containers {
                         Some(f) => f.to_string(),
                         None => format!("network: {e}"),
                     };
-                    log::error!("{n}: cannot start: {error}");
-                    let _ = tx.send(Event::SetupFailed { name: n, error });
+                    if cancel.get() {
+                        log::debug!("{n}: setup ended by its stop ({error})");
+                    } else {
+                        log::error!("{n}: cannot start: {error}");
+                        let _ = tx.send(Event::SetupFailed { name: n, error });
+                    }
                     let _ = settled_tx.send(());
                     return;
                 }
@@ -253,6 +281,7 @@ impl Containers {
                     );
                     let _ = tx.send(Event::Running { name: n });
                 }
+                Some(f) if cancel.get() => log::debug!("{n}: setup ended by its stop ({f})"),
                 Some(f) => {
                     log::error!("{n}: cannot start: {f}");
                     let _ = tx.send(Event::SetupFailed {
@@ -291,6 +320,8 @@ impl Containers {
                 cgroup: launch.cgroup,
                 context: launch.context,
                 layers: launch.layers,
+                started: false,
+                cancelled,
             },
         );
     }
