@@ -106,6 +106,15 @@ pub fn configure(l: &berth_config::Logging, hostname: &str) {
     }
 }
 
+/// Closes berth's own log file for good (at shutdown, so that the data
+/// partition it may live on can be unmounted); records still reach the
+/// console and kmsg.
+pub fn close_files() {
+    if let Ok(mut s) = LOGGER.sinks.lock() {
+        s.file = None;
+    }
+}
+
 /// Seconds since boot, as the kernel stamps its own messages.
 pub fn uptime() -> std::time::Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
@@ -170,9 +179,15 @@ impl Log for Logger {
         let Ok(mut sinks) = self.sinks.lock() else {
             return;
         };
+        // A failure is reported once the lock is released: the report is
+        // itself a record.
+        let mut file_failed = None;
         if let Some(f) = sinks.file.as_mut() {
-            // A failure here cannot be logged through the logger itself.
-            let _ = f.write(files::line(std::time::SystemTime::now(), "berth", &body).as_bytes());
+            let line = files::line(std::time::SystemTime::now(), "berth", &body);
+            match f.write(line.as_bytes()) {
+                Ok(()) => crate::storage::full::write_ok(),
+                Err(e) => file_failed = Some((f.path().to_path_buf(), e)),
+            }
         }
         let mut echoed = false;
         if let Some(k) = sinks.kmsg.as_mut() {
@@ -189,6 +204,10 @@ impl Log for Logger {
                 t.subsec_millis()
             );
             let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+        drop(sinks);
+        if let Some((path, e)) = file_failed {
+            files::note("berth", &path, Err(e));
         }
     }
 

@@ -106,7 +106,7 @@ pub async fn run(booted: Booted) -> Action {
             match crate::network::ContainerNet::start(
                 &m.host.network,
                 &containers,
-                crate::network::IPAM_STATE.into(),
+                crate::storage::layout().ipam(),
             )
             .await
             {
@@ -169,6 +169,7 @@ pub async fn run(booted: Booted) -> Action {
         claimed: BTreeSet::new(),
         host_net,
     };
+    crate::storage::full::set_events(sup.containers.notices());
     for ev in devices::scan("virtio-ports")
         .into_iter()
         .chain(devices::scan("input"))
@@ -616,6 +617,7 @@ impl Supervisor {
             },
             "cgroup_controllers": self.booted.cgroup_controllers,
             "network": self.host_net.status(),
+            "storage": crate::storage::info(),
             "memory": {
                 "total_kib": kib(&meminfo, "MemTotal:"),
                 "available_kib": kib(&meminfo, "MemAvailable:"),
