@@ -327,13 +327,14 @@ fn volumes_and_persistent_layers_survive_reboot_and_cold_restart() {
 /// and what follows the good ones: `none`, `torn` (one short line, the
 /// record being written at the cut) or `bad`), then appends fixed-size
 /// records to a new file, each fsynced (by `dd conv=fsync`) before it is
-/// acknowledged (`ACK N I`).
+/// acknowledged (`ACK N I`). (Numbers are compared as text: busybox awk
+/// reads `000010` as octal.)
 const APPENDER: &str = r#"
 cd /data
 for f in rec.*; do
   [ -e "$f" ] || continue
   awk -v f="$f" 'BEGIN { good = 0; bad = 0 }
-    { n++; if (!bad && length($0) == 63 && $1 == "rec" && $3 + 0 == good + 1) good++; else if (!bad) { bad = 1; first = $0 } }
+    { n++; if (!bad && length($0) == 63 && $1 == "rec" && $3 == sprintf("%06d", good + 1)) good++; else if (!bad) { bad = 1; first = $0 } }
     END { tail = n == good ? "none" : (n == good + 1 && length(first) < 63 ? "torn" : "bad");
           printf "CHECK %s good=%d lines=%d tail=%s\n", f, good, n, tail }' "$f"
 done
@@ -448,21 +449,26 @@ fn power_cuts_lose_no_fsynced_record_and_no_state() {
     let plain = cut_manifest(false);
     let started = Instant::now();
     let mut acked: BTreeMap<u32, u32> = BTreeMap::new();
-    let mut verified_boots = 0;
+    let mut verified_boots: u32 = 0;
+    let mut to_first_record = Duration::ZERO;
     for cut in 0..=CUTS {
+        let launched = Instant::now();
         let vm = scenario::launch_image(&format!("storage-cut-{cut}"), &image, |c| {
             c.disk(Disk::raw(&disk))
         })
         .unwrap();
         let last = cut == CUTS;
-        // One cut in four lands anywhere in the boot (the journal replay,
-        // berth's boot-time writes); the others while records are being
-        // appended, after a reload that makes berth save its address book.
+        // One cut in four lands within 2.5 s of PID 1's start (the journal
+        // replay, the mount, berth's boot-time writes); the others while
+        // records are being appended, after a reload that makes berth save
+        // its address book.
         let during_boot = !last && cut % 4 == 3;
         if during_boot {
-            std::thread::sleep(Duration::from_millis(500 + rng.below(3500)));
+            vm.wait_for("starting as PID 1", WAIT).unwrap();
+            std::thread::sleep(Duration::from_millis(rng.below(2500)));
         } else {
             vm.wait_for(" appender | ACK ", WAIT).unwrap();
+            to_first_record += launched.elapsed();
             let console = boot_console(&vm, 1);
             assert!(
                 console.contains("data partition /dev/vda2 (ext4 LABEL=berth-data"),
@@ -488,7 +494,7 @@ fn power_cuts_lose_no_fsynced_record_and_no_state() {
                         .unwrap();
                     assert_eq!(status, 200, "{reply}");
                 }
-                std::thread::sleep(Duration::from_millis(rng.below(1500)));
+                std::thread::sleep(Duration::from_millis(rng.below(1000)));
             }
         }
         if last {
@@ -514,9 +520,10 @@ fn power_cuts_lose_no_fsynced_record_and_no_state() {
     assert_clean(&disk, offset);
     let records: u32 = acked.values().sum();
     eprintln!(
-        "power cuts: {CUTS} cuts, {verified_boots} boots checked, {records} records acknowledged in {} files, {:.0} s",
+        "power cuts: {CUTS} cuts, {verified_boots} boots checked, {records} records acknowledged in {} files, {:.0} s ({:.1} s from launch to the first record)",
         acked.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        to_first_record.as_secs_f64() / f64::from(verified_boots.max(1))
     );
     assert!(acked.len() >= CUTS / 2, "too few boots appended: {acked:?}");
 }
@@ -528,6 +535,7 @@ const FULL: &str = r#"
 image = "busybox:latest"
 volumes = ["/init:/usr/local/bin/berth:ro", "/run/berth:/run/berth"]
 command = ["berth", "--json", "events"]
+init = true
 
 [containers.ticker]
 image = "busybox:latest"
@@ -535,7 +543,7 @@ command = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; d
 
 [containers.filler]
 image = "busybox:latest"
-stop_grace_period = "1s"
+init = true
 command = ["sh", "-c", "sleep 3; dd if=/dev/zero of=/fill bs=1M; echo filler done; exec sleep 3600"]
 "#;
 
@@ -581,7 +589,6 @@ fn a_full_data_partition_degrades_berths_writes_and_recovers() {
     let t = wait_tick_after(&vm, t + 2);
     let s = &info(&vm)["storage"];
     assert_eq!(s["full"], true, "{s:#}");
-    assert!(s["dropped_writes"].as_u64().unwrap() > 1, "{s:#}");
     assert!(s["free_bytes"].as_u64().unwrap() < 1 << 20, "{s:#}");
     let console = vm.console();
     assert_eq!(

@@ -179,16 +179,13 @@ impl Log for Logger {
         let Ok(mut sinks) = self.sinks.lock() else {
             return;
         };
-        // A failure is reported once the lock is released: the report is
-        // itself a record.
-        let mut file_failed = None;
-        if let Some(f) = sinks.file.as_mut() {
+        // The outcome is noted once the lock is released: what it leads to
+        // (a full disk's report) is itself a record.
+        let file_write = sinks.file.as_mut().map(|f| {
             let line = files::line(std::time::SystemTime::now(), "berth", &body);
-            match f.write(line.as_bytes()) {
-                Ok(()) => crate::storage::full::write_ok(),
-                Err(e) => file_failed = Some((f.path().to_path_buf(), e)),
-            }
-        }
+            f.write(line.as_bytes())
+                .map_err(|e| (f.path().to_path_buf(), e))
+        });
         let mut echoed = false;
         if let Some(k) = sinks.kmsg.as_mut() {
             let mut line = format!("<{level}>berth: {body}");
@@ -206,8 +203,10 @@ impl Log for Logger {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
         drop(sinks);
-        if let Some((path, e)) = file_failed {
-            files::note("berth", &path, Err(e));
+        match file_write {
+            Some(Ok(())) => crate::storage::full::write_ok(),
+            Some(Err((path, e))) => files::note("berth", &path, Err(e)),
+            None => {}
         }
     }
 

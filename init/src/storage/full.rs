@@ -1,17 +1,32 @@
 //! A full disk, as berth's own writes meet it.
 //!
-//! berth's writes (its log file, the containers' log files, its state
-//! files) report their outcome here. The first one that fails for want of
-//! space (ENOSPC, EDQUOT) starts a *full* episode: one error line, one
-//! `disk_full` event on `GET /v1/events`; the writes that fail meanwhile
-//! are dropped and counted, without a line each. The first write that
-//! succeeds again ends the episode: one line, one `disk_ok` event with the
-//! count. Containers are not touched: they go on, and their own writes see
-//! ENOSPC as on any full disk.
+//! A *full* episode begins when one of berth's writes (its log file, the
+//! containers' log files, its state files) fails for want of space
+//! (ENOSPC, EDQUOT), or when the supervisor's periodic look ([`check`],
+//! every [`CHECK_EVERY`]) finds less than [`FULL_BELOW`] free: appends to
+//! a log file go on succeeding for a while on a full filesystem, as long
+//! as they fit in the file's last block. It is reported once: one error
+//! line, one `disk_full` event on `GET /v1/events`. The writes that fail
+//! meanwhile are dropped and counted, without a line each. It ends when
+//! there is [`ROOM_ABOVE`] free again (looked at by the periodic check and
+//! after each write that succeeds during the episode): one line, one
+//! `disk_ok` event with the count. Containers are not touched: they go on,
+//! and their own writes see ENOSPC as on any full disk.
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Free space below which the state partition counts as full.
+pub const FULL_BELOW: u64 = 1 << 20;
+
+/// Free space above which a full episode ends (more than [`FULL_BELOW`], so
+/// that an episode does not flap).
+pub const ROOM_ABOVE: u64 = 4 << 20;
+
+/// How often the supervisor looks at the free space.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// The state of full episodes.
 #[derive(Debug)]
@@ -36,17 +51,27 @@ impl Tracker {
             return None;
         }
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        Some(!self.full.swap(true, Ordering::SeqCst))
+        Some(self.begin())
     }
 
-    /// Takes a write that succeeded. Returns the writes dropped when it
-    /// ends an episode.
-    pub fn ok(&self) -> Option<u64> {
-        // One load on the common path: every log line comes here.
-        if !self.full.load(Ordering::Relaxed) || !self.full.swap(false, Ordering::SeqCst) {
-            return None;
+    /// Starts an episode; returns whether one was not already going on.
+    fn begin(&self) -> bool {
+        !self.full.swap(true, Ordering::SeqCst)
+    }
+
+    /// Takes the free space seen now. Returns `Some(true)` when it begins
+    /// an episode, `Some(false)` when it ends one, `None` otherwise.
+    pub fn space(&self, free: u64) -> Option<bool> {
+        if self.is_full() {
+            (free >= ROOM_ABOVE && self.full.swap(false, Ordering::SeqCst)).then_some(false)
+        } else {
+            (free < FULL_BELOW && self.begin()).then_some(true)
         }
-        Some(self.dropped.swap(0, Ordering::SeqCst))
+    }
+
+    /// Writes dropped in this episode (or the last), and a new count.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::SeqCst)
     }
 
     /// Whether an episode is going on.
@@ -102,17 +127,17 @@ fn event(v: serde_json::Value) {
 }
 
 /// The `disk_full` event.
-pub fn full_event(root: &Path, e: &std::io::Error) -> serde_json::Value {
+pub fn full_event(root: &Path, why: &str) -> serde_json::Value {
     serde_json::json!({
         "time": crate::logging::files::rfc3339(std::time::SystemTime::now()),
         "event": "disk_full",
         "path": root,
-        "error": e.to_string(),
+        "error": why,
     })
 }
 
 /// The `disk_ok` event.
-pub fn ok_event(root: &Path, free: Option<u64>, dropped: u64) -> serde_json::Value {
+pub fn ok_event(root: &Path, free: u64, dropped: u64) -> serde_json::Value {
     serde_json::json!({
         "time": crate::logging::files::rfc3339(std::time::SystemTime::now()),
         "event": "disk_ok",
@@ -120,6 +145,26 @@ pub fn ok_event(root: &Path, free: Option<u64>, dropped: u64) -> serde_json::Val
         "free_bytes": free,
         "dropped_writes": dropped,
     })
+}
+
+fn began(why: &str) {
+    let root = super::layout().root;
+    log::error!(
+        "{} is full ({why}): berth drops its log lines and state changes while they cannot be written; containers go on",
+        root.display(),
+    );
+    event(full_event(&root, why));
+}
+
+fn ended(free: u64) {
+    let root = super::layout().root;
+    let dropped = TRACKER.take_dropped();
+    log::info!(
+        "{} has room again ({} MiB free); {dropped} write(s) were dropped while it was full",
+        root.display(),
+        free >> 20
+    );
+    event(ok_event(&root, free, dropped));
 }
 
 /// Notes that one of berth's writes to `path` failed with `e`. Returns
@@ -130,31 +175,32 @@ pub fn write_failed(path: &Path, e: &std::io::Error) -> bool {
         None => false,
         Some(false) => true,
         Some(true) => {
-            let root = super::layout().root;
-            log::error!(
-                "{} is full ({e}, writing {}): berth drops its log lines and state changes until space is freed; containers go on",
-                root.display(),
-                path.display()
-            );
-            event(full_event(&root, e));
+            began(&format!("{e}, writing {}", path.display()));
             true
         }
     }
 }
 
-/// Notes that one of berth's writes succeeded: ends a full episode.
+/// Notes that one of berth's writes succeeded: during an episode, looks
+/// whether it is over.
 pub fn write_ok() {
-    let Some(dropped) = TRACKER.ok() else {
+    if TRACKER.is_full() {
+        check();
+    }
+}
+
+/// Looks at the free space of the state partition (as berth, root, may
+/// use it): begins or ends an episode. The supervisor calls it every
+/// [`CHECK_EVERY`].
+pub fn check() {
+    let Some((_, free)) = super::space(&super::layout().root) else {
         return;
     };
-    let root = super::layout().root;
-    let free = super::space(&root).map(|(_, free)| free);
-    log::info!(
-        "{} has room again ({} MiB free); {dropped} write(s) were dropped while it was full",
-        root.display(),
-        free.map_or_else(|| "?".to_string(), |f| (f >> 20).to_string())
-    );
-    event(ok_event(&root, free, dropped));
+    match TRACKER.space(free) {
+        Some(true) => began(&format!("{} KiB free", free >> 10)),
+        Some(false) => ended(free),
+        None => {}
+    }
 }
 
 #[cfg(test)]
@@ -162,12 +208,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_episode_begins_once_and_a_success_ends_it() {
+    fn a_failed_write_begins_an_episode_once_and_room_ends_it() {
         let t = Tracker::new();
         let other = std::io::Error::from_raw_os_error(libc::EIO);
         assert_eq!(t.failed(&other), None, "not a full disk");
         assert!(!t.is_full());
-        assert_eq!(t.ok(), None, "nothing to end");
+        assert_eq!(t.space(100 << 20), None, "nothing to end");
 
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(t.failed(&full), Some(true));
@@ -176,22 +222,37 @@ mod tests {
         }
         assert!(t.is_full());
         assert_eq!(t.dropped(), 100);
-        assert_eq!(t.ok(), Some(100));
-        assert_eq!(t.ok(), None);
+        // Some room, but not enough to end it: no flapping.
+        assert_eq!(t.space(2 << 20), None);
+        assert!(t.is_full());
+        assert_eq!(t.space(ROOM_ABOVE), Some(false));
         assert!(!t.is_full());
+        assert_eq!(t.take_dropped(), 100);
+        assert_eq!(t.space(ROOM_ABOVE), None);
         let quota = std::io::Error::from_raw_os_error(libc::EDQUOT);
         assert_eq!(t.failed(&quota), Some(true), "a new episode");
-        assert_eq!(t.ok(), Some(1));
+        assert_eq!(t.dropped(), 1);
+    }
+
+    #[test]
+    fn little_free_space_begins_an_episode_before_a_write_fails() {
+        let t = Tracker::new();
+        assert_eq!(t.space(FULL_BELOW), None);
+        assert_eq!(t.space(FULL_BELOW - 1), Some(true));
+        assert_eq!(t.space(0), None, "once");
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(t.failed(&full), Some(false), "already reported");
+        assert_eq!(t.space(64 << 20), Some(false));
+        assert_eq!(t.take_dropped(), 1);
     }
 
     #[test]
     fn events_name_the_partition_and_the_dropped_writes() {
-        let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
-        let v = full_event(Path::new("/var/lib/berth"), &e);
+        let v = full_event(Path::new("/var/lib/berth"), "12 KiB free");
         assert_eq!(v["event"], "disk_full");
         assert_eq!(v["path"], "/var/lib/berth");
-        assert!(v["error"].as_str().unwrap().contains("No space left"));
-        let v = ok_event(Path::new("/data"), Some(4096), 7);
+        assert_eq!(v["error"], "12 KiB free");
+        let v = ok_event(Path::new("/data"), 4096, 7);
         assert_eq!(v["event"], "disk_ok");
         assert_eq!(v["free_bytes"], 4096);
         assert_eq!(v["dropped_writes"], 7);

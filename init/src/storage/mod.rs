@@ -424,8 +424,10 @@ fn remove_in_background(dir: &Path) {
     }
 }
 
-/// The size and free space of the filesystem holding `path`, in bytes
-/// (free as an unprivileged writer sees it).
+/// The size and free space of the filesystem holding `path`, in bytes.
+/// Free space is what an unprivileged writer may still use (`df`'s
+/// "Avail"): ext4 keeps a reserve for root beyond it, which berth and
+/// containers running as root also use up.
 pub fn space(path: &Path) -> Option<(u64, u64)> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
     let unit = s.fragment_size();

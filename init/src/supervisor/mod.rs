@@ -205,9 +205,14 @@ pub async fn run(booted: Booted) -> Action {
     sup.ready();
     sup.containers.start(&mut sup.reaper);
 
+    // The kernel tells nobody when a filesystem fills up: berth looks.
+    let mut space = tokio::time::interval(crate::storage::full::CHECK_EVERY);
+    space.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
     // Run until something asks the machine to end.
     let action = loop {
         tokio::select! {
+            _ = space.tick() => crate::storage::full::check(),
             Some(()) = recv(signals.chld.as_mut()) => sup.reap(),
             Some(()) = recv(signals.term.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGTERM"),
             Some(()) = recv(signals.pwr.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGPWR"),
