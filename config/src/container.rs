@@ -146,6 +146,13 @@ pub(crate) fn read_container(
     let init = read_bool(cx, &t, "init", defaults::INIT);
     let read_only = read_bool(cx, &t, "read_only", defaults::READ_ONLY);
     spans.read_only = t.field("read_only").map(|f| f.span());
+    let persist = read_bool(cx, &t, "persist", defaults::PERSIST);
+    if let (true, Some(f)) = (persist && read_only, t.field("persist")) {
+        f.err(
+            cx,
+            "conflicts with read_only = true: a read-only container has no writable layer to keep",
+        );
+    }
     let privileged = read_bool(cx, &t, "privileged", defaults::PRIVILEGED);
 
     // Every mount with the field it came from, to report a target used twice there.
@@ -324,6 +331,7 @@ pub(crate) fn read_container(
         timeout,
         init,
         read_only,
+        persist,
         tmpfs,
         volumes,
         ports: spans.ports.iter().map(|(p, _)| p.clone()).collect(),

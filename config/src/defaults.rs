@@ -81,6 +81,8 @@ pub const STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const INIT: bool = false;
 /// `containers.*.read_only`.
 pub const READ_ONLY: bool = false;
+/// `containers.*.persist`.
+pub const PERSIST: bool = false;
 /// `containers.*.privileged`.
 pub const PRIVILEGED: bool = false;
 /// `containers.*.network_mode`.
@@ -205,6 +207,7 @@ mod tests {
             ),
             ("containers.*.init", INIT.to_string()),
             ("containers.*.read_only", READ_ONLY.to_string()),
+            ("containers.*.persist", PERSIST.to_string()),
             ("containers.*.privileged", PRIVILEGED.to_string()),
             ("containers.*.network_mode", q(&NETWORK_MODE.to_string())),
             ("containers.*.shm_size", q(&format_size(SHM_SIZE))),

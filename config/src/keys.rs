@@ -67,6 +67,7 @@ pub(crate) const CONTAINER: &[&str] = &[
     "timeout",
     "init",
     "read_only",
+    "persist",
     "tmpfs",
     "volumes",
     "ports",

@@ -352,6 +352,11 @@ pub struct Container {
     pub init: bool,
     /// Whether its root filesystem is mounted read-only.
     pub read_only: bool,
+    /// Whether its writable layer (what it changes in its root filesystem)
+    /// is kept across reboots on the data partition. Without it, a
+    /// container starts each boot from its image, as after `docker rm`;
+    /// within one boot the layer survives its restarts either way.
+    pub persist: bool,
     /// tmpfs mounts.
     pub tmpfs: Vec<Tmpfs>,
     /// Bind mounts and named volumes.

@@ -59,7 +59,7 @@ fn minimal_gets_every_default() {
     assert_eq!(c.shm_size, 64 << 20);
     assert_eq!(c.resources, Resources::default());
     assert_eq!(c.logging, defaults::CONTAINER_LOGGING);
-    assert!(!c.init && !c.read_only && !c.privileged);
+    assert!(!c.init && !c.read_only && !c.privileged && !c.persist);
     assert_eq!(c.security_opt, SecurityOpt::default());
 }
 
@@ -201,6 +201,8 @@ fn full_resolves_every_field() {
     let sidecar = &m.containers["sidecar"];
     assert_eq!(sidecar.network_mode, NetworkMode::Service("web".into()));
     assert_eq!(sidecar.hostname, None);
+    assert!(sidecar.persist);
+    assert!(!web.persist, "persist is off by default");
     let offline = &m.containers["offline"];
     assert_eq!(offline.healthcheck, None);
     assert_eq!(offline.resources.pids, None);

@@ -339,7 +339,14 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, Error> {
     initramfs::add_manifest(&mut archive, manifest_bytes)?;
 
     let mut source = KernelModules::open(&kernel.modules_dir)?;
-    let resolution = modules::resolve(&mut source, BASE_MODULES, &manifest.host.modules)?;
+    // The data partition's filesystem, unless built in (ext4).
+    let mut requested = manifest.host.modules.clone();
+    if let Some(d) = &manifest.host.storage.data
+        && d.fs != berth_config::Filesystem::Ext4
+    {
+        requested.push(d.fs.as_str().to_string());
+    }
+    let resolution = modules::resolve(&mut source, BASE_MODULES, &requested)?;
     for name in &resolution.missing {
         progress.warn(&format!(
             "module {name:?} (host.modules in {}) is not in kernel {}; berth will report it at boot",

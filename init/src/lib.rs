@@ -12,6 +12,7 @@
 //! - [`api`]: the HTTP API on the control channel;
 //! - [`devices`]: kernel uevents, in place of udev;
 //! - [`logging`]: berth's records to the console and /dev/kmsg;
+//! - [`storage`]: the data partition and where state is kept;
 //! - [`sys`]: the system calls behind the boot and shutdown plans.
 
 pub mod api;
@@ -24,5 +25,6 @@ pub mod network;
 pub mod pid1;
 pub mod power;
 pub mod runtime;
+pub mod storage;
 pub mod supervisor;
 pub mod sys;

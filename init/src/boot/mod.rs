@@ -1,11 +1,14 @@
 //! Boot: everything PID 1 does before it starts supervising.
 //!
 //! In order: leave the initramfs ([`switch_root`]), mount the system
-//! filesystems ([`mounts`]), read the kernel command line and the manifest,
-//! disable Ctrl-Alt-Del, set up cgroups ([`cgroup`]), set the hostname, load
-//! kernel modules ([`modules`]) and apply sysctls ([`sysctl`]). Each step
-//! logs one line with its duration. Only a missing required mount is fatal;
-//! every other failure is logged and boot goes on.
+//! filesystems ([`mounts`]), read the kernel command line and the
+//! manifest's host settings, load kernel modules ([`modules`]), mount the
+//! data partition ([`crate::storage`]), read the whole manifest (checked
+//! against the image store, which lives on the data partition), disable
+//! Ctrl-Alt-Del, set up cgroups ([`cgroup`]), set the hostname and apply
+//! sysctls ([`sysctl`]). Each step logs one line with its duration. Only a
+//! missing required mount is fatal; every other failure is logged and boot
+//! goes on.
 
 pub mod cgroup;
 pub mod cmdline;
@@ -83,7 +86,27 @@ pub fn run(start: Duration) -> Booted {
         crate::logging::set_level(level);
     }
     let manifest_path = PathBuf::from(cmdline.manifest());
+    // The host's settings first, without the images: the data partition
+    // they name holds the image store that the whole manifest is checked
+    // against. An invalid manifest is reported by the full read below.
+    let host = berth_config::load(&manifest_path).ok().map(|m| m.host);
+    step("loaded kernel modules", || load_modules(host.as_ref()));
+    let storage = step("set up storage", || {
+        crate::storage::setup(&sys, host.as_ref().and_then(|h| h.storage.data.as_ref()))
+    });
     let manifest = step("read the manifest", || load_manifest(&manifest_path));
+    if let (crate::storage::State::Mounted, Ok(m)) = (storage.state, &manifest) {
+        let keep = m
+            .containers
+            .values()
+            .filter(|c| c.persist)
+            .map(|c| c.name.clone())
+            .collect();
+        let n = crate::storage::discard_layers(&crate::storage::layout(), &keep);
+        if n > 0 {
+            log::info!("discarded the writable layers of {n} container(s) without persist = true");
+        }
+    }
     if let Ok(m) = &manifest {
         fatal::set_action(m.host.on_fatal.into());
         if cmdline.get("berth.log").is_none() {
@@ -118,10 +141,6 @@ pub fn run(start: Duration) -> Booted {
             Err(e) => log::error!("cannot set hostname {name}: {e}"),
         }
     }
-
-    step("loaded kernel modules", || {
-        load_modules(manifest.as_ref().ok())
-    });
 
     if let Some(m) = manifest
         .as_ref()
@@ -188,23 +207,83 @@ fn load_manifest(path: &Path) -> Result<Manifest, String> {
     }
 }
 
-fn load_modules(manifest: Option<&Manifest>) {
+/// The modules to load during boot and beside it, for the manifest's host
+/// settings: [`BOOT_MODULES`] and `host.modules`, with the data
+/// partition's filesystem (ext4 is built in); [`DEVICE_MODULES`], with the
+/// disk drivers ([`crate::storage::MODULES`]) right after the transports
+/// when there is a data device, so that it appears first.
+pub fn module_lists(host: Option<&berth_config::Host>) -> (Vec<String>, Vec<String>) {
+    let mut boot: Vec<String> = BOOT_MODULES.iter().map(|s| s.to_string()).collect();
+    let mut devices: Vec<String> = DEVICE_MODULES.iter().map(|s| s.to_string()).collect();
+    if let Some(h) = host {
+        boot.extend(h.modules.iter().cloned());
+        if let Some(d) = &h.storage.data {
+            if d.fs != berth_config::Filesystem::Ext4 {
+                boot.push(d.fs.as_str().to_string());
+            }
+            let at = devices
+                .iter()
+                .position(|m| m == "virtio_mmio")
+                .map_or(0, |i| i + 1);
+            for (i, m) in crate::storage::MODULES.iter().enumerate() {
+                devices.insert(at + i, m.to_string());
+            }
+        }
+    }
+    (boot, devices)
+}
+
+fn load_modules(host: Option<&berth_config::Host>) {
     let dir = modules::release_dir();
     let index = modules::Index::read(&dir);
-    let mut names: Vec<String> = BOOT_MODULES.iter().map(|s| s.to_string()).collect();
-    if let Some(m) = manifest {
-        names.extend(m.host.modules.iter().cloned());
-    }
+    let (names, devices) = module_lists(host);
     let (loaded, errors) = modules::load_all(&dir, &index, &names);
     for e in &errors {
         log::warn!("{e}");
     }
     log::debug!("{loaded} module(s) loaded from {}", dir.display());
-    let devices: Vec<String> = DEVICE_MODULES.iter().map(|s| s.to_string()).collect();
     if let Err(e) = modules::load_in_background(&dir, &index, &devices) {
         log::warn!("cannot load device modules beside boot ({e}); loading them now");
         for e in modules::load_all(&dir, &index, &devices).1 {
             log::warn!("{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_device_brings_its_disk_driver_early_and_its_filesystem() {
+        let (boot, devices) = module_lists(None);
+        assert_eq!(boot, BOOT_MODULES);
+        assert_eq!(devices, DEVICE_MODULES);
+        let m = berth_config::parse(
+            "version = 1\n[host]\nmodules = [\"veth\"]\n[host.storage]\ndata = { device = \"LABEL=d\", fs = \"xfs\" }\n",
+            "t",
+        )
+        .unwrap();
+        let (boot, devices) = module_lists(Some(&m.host));
+        assert_eq!(boot, ["overlay", "veth", "xfs"]);
+        assert_eq!(
+            devices,
+            [
+                "virtio_pci",
+                "virtio_mmio",
+                "virtio_blk",
+                "virtio_console",
+                "virtio_net",
+                "button",
+                "evdev"
+            ]
+        );
+        // ext4 is built in: nothing to load for it.
+        let m = berth_config::parse(
+            "version = 1\n[host.storage]\ndata = { device = \"/dev/vda\" }\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(module_lists(Some(&m.host)).0, ["overlay"]);
     }
 }

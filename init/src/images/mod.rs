@@ -7,7 +7,7 @@
 //! - pre-unpacked by the image builder into the initramfs
 //!   ([`SHIPPED`], a read-only root of the store);
 //! - as OCI layouts or docker-save archives that the builder ships as they
-//!   are ([`IMPORT_DIR`]) and berth imports at boot into [`STORE`],
+//!   are ([`IMPORT_DIR`]) and berth imports at boot into [`store_root`],
 //!   verifying every blob and unpacking each layer once ([`store`],
 //!   [`unpack`]); later also from the data disk, and from a registry puller
 //!   implementing [`berth_image::oci::Source`].
@@ -28,8 +28,10 @@ use berth_image::oci::spec::{HealthConfig, RunConfig};
 
 pub use store::{GcReport, Imported, Store, Summary};
 
-/// The writable store.
-pub const STORE: &str = "/var/lib/berth/images";
+/// The writable store, under berth's state root (the data partition).
+pub fn store_root() -> PathBuf {
+    crate::storage::layout().images()
+}
 /// The store the image builder ships, pre-unpacked, in the initramfs.
 pub const SHIPPED: &str = "/usr/lib/berth/store";
 /// Images the builder ships as archives, imported at boot.
@@ -188,7 +190,7 @@ pub struct Image {
 
 impl Default for Store {
     fn default() -> Self {
-        Store::new(STORE).with_shipped(SHIPPED)
+        Store::new(store_root()).with_shipped(SHIPPED)
     }
 }
 

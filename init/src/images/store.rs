@@ -327,13 +327,23 @@ impl Store {
         ))
     }
 
-    /// Writes `bytes` at `path` through a temporary file and a rename.
+    /// Writes `bytes` at `path` through a temporary file in `tmp/`, fsync,
+    /// a rename and an fsync of the directory, as [`crate::sys::write_atomic`]
+    /// does beside the file.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let tmp = self.tmp_path("file");
-        let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-        f.write_all(bytes).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+        let r = (|| {
+            let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+            f.write_all(bytes).map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("sync", &tmp))?;
+            std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
+            let dir = path.parent().unwrap_or(&self.root);
+            crate::sys::fsync_dir(dir).map_err(io_err("sync", dir))
+        })();
+        if r.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        r
     }
 
     /// Imports the images of the OCI layout or docker-save archive at
@@ -492,7 +502,8 @@ impl Store {
             let d = std::fs::File::open(&tmp)?;
             nix::unistd::syncfs(d.as_fd()).map_err(std::io::Error::from)?;
             std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-            std::fs::rename(&tmp, &dest)
+            std::fs::rename(&tmp, &dest)?;
+            crate::sys::fsync_dir(&layers)
         })();
         if let Err(e) = save {
             let _ = unpack::remove_dir_all(&tmp);

@@ -111,9 +111,8 @@ impl ContainerLog {
             for l in lines {
                 buf.push_str(&files::line(now, tag, l));
             }
-            if let Err(e) = f.write(buf.as_bytes()) {
-                log::warn!("{}: cannot write {}: {e}", self.name, f.path().display());
-            }
+            let r = f.write(buf.as_bytes());
+            files::note(&self.name, f.path(), r);
         }
         if self.syslog {
             let level = match stream {

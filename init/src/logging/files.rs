@@ -4,8 +4,10 @@
 //! restarts: it is opened for appending.
 //!
 //! Lines are `<RFC 3339 UTC time> <stream> <text>`. Writes are best effort:
-//! a full or failing disk never stops PID 1; the first failure is reported
-//! once, and the writer tries again at the next rotation.
+//! a full or failing disk never stops PID 1. [`note`] reports a failure
+//! once: a full disk once for all of berth's writes
+//! ([`crate::storage::full`]), any other error once per file until a write
+//! succeeds again. The writer reopens the file at the next write.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -94,9 +96,9 @@ impl Rotating {
     }
 
     /// Appends already formatted lines (each ending in a newline), rotating
-    /// first if they would not fit. Returns an error only the first time
-    /// writing fails, so the caller can report it once.
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), std::io::Error> {
+    /// first if they would not fit. A failure says whether it is the first
+    /// since the last success, so the caller can report it once ([`note`]).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -110,16 +112,37 @@ impl Rotating {
                 self.failed = false;
                 Ok(())
             }
-            Err(e) => {
+            Err(error) => {
                 // Reopen next time: the file may have been removed, or the
-                // disk may have room again.
+                // disk may have room again. A partly written line is
+                // already counted by the file's length when it is reopened.
                 self.file = None;
-                if self.failed {
-                    Ok(())
-                } else {
-                    self.failed = true;
-                    Err(e)
-                }
+                let first = !std::mem::replace(&mut self.failed, true);
+                Err(WriteError { error, first })
+            }
+        }
+    }
+}
+
+/// A failed log write.
+#[derive(Debug)]
+pub struct WriteError {
+    /// Why.
+    pub error: std::io::Error,
+    /// Whether it is the first failure since the last success.
+    pub first: bool,
+}
+
+/// Reports the outcome of a write to the log file at `path`: a full disk
+/// through [`crate::storage::full`] (one event for all of berth's
+/// writes), any other error with a warning the first time. `who` names
+/// the log (a container, or berth).
+pub fn note(who: &str, path: &Path, r: Result<(), WriteError>) {
+    match r {
+        Ok(()) => crate::storage::full::write_ok(),
+        Err(e) => {
+            if !crate::storage::full::write_failed(path, &e.error) && e.first {
+                log::warn!("{who}: cannot write {}: {}", path.display(), e.error);
             }
         }
     }
@@ -229,7 +252,14 @@ mod tests {
         let blocker = d.path().join("file");
         std::fs::write(&blocker, "").unwrap();
         let mut r = Rotating::new(&blocker.join("sub"), "x", 100, 2);
-        assert!(r.write(b"a\n").is_err());
-        assert!(r.write(b"b\n").is_ok());
+        assert!(r.write(b"a\n").unwrap_err().first);
+        assert!(!r.write(b"b\n").unwrap_err().first);
+        // Once it works again, the next failure is a first one again (the
+        // file is reopened after a rotation).
+        std::fs::remove_file(&blocker).unwrap();
+        assert!(r.write(b"c\n").is_ok());
+        std::fs::remove_dir_all(&blocker).unwrap();
+        std::fs::write(&blocker, "").unwrap();
+        assert!(r.write(&[b'd'; 100]).unwrap_err().first);
     }
 }

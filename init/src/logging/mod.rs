@@ -106,6 +106,15 @@ pub fn configure(l: &berth_config::Logging, hostname: &str) {
     }
 }
 
+/// Closes berth's own log file for good (at shutdown, so that the data
+/// partition it may live on can be unmounted); records still reach the
+/// console and kmsg.
+pub fn close_files() {
+    if let Ok(mut s) = LOGGER.sinks.lock() {
+        s.file = None;
+    }
+}
+
 /// Seconds since boot, as the kernel stamps its own messages.
 pub fn uptime() -> std::time::Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
@@ -170,10 +179,13 @@ impl Log for Logger {
         let Ok(mut sinks) = self.sinks.lock() else {
             return;
         };
-        if let Some(f) = sinks.file.as_mut() {
-            // A failure here cannot be logged through the logger itself.
-            let _ = f.write(files::line(std::time::SystemTime::now(), "berth", &body).as_bytes());
-        }
+        // The outcome is noted once the lock is released: what it leads to
+        // (a full disk's report) is itself a record.
+        let file_write = sinks.file.as_mut().map(|f| {
+            let line = files::line(std::time::SystemTime::now(), "berth", &body);
+            f.write(line.as_bytes())
+                .map_err(|e| (f.path().to_path_buf(), e))
+        });
         let mut echoed = false;
         if let Some(k) = sinks.kmsg.as_mut() {
             let mut line = format!("<{level}>berth: {body}");
@@ -189,6 +201,12 @@ impl Log for Logger {
                 t.subsec_millis()
             );
             let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+        drop(sinks);
+        match file_write {
+            Some(Ok(())) => crate::storage::full::write_ok(),
+            Some(Err((path, e))) => files::note("berth", &path, Err(e)),
+            None => {}
         }
     }
 

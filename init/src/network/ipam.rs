@@ -138,26 +138,41 @@ impl Ipam {
     }
 
     /// Restores a saved table, dropping lines that do not fit this subnet
-    /// or that clash.
-    pub fn load_text(&mut self, text: &str) {
+    /// or that clash. Returns how many lines could not be read at all.
+    pub fn load_text(&mut self, text: &str) -> usize {
+        let mut unreadable = 0;
         for line in text.lines() {
             let mut w = line.split_whitespace();
-            let (Some(name), Some(ip)) = (w.next(), w.next()) else {
+            let (Some(name), Some(ip), None) = (w.next(), w.next(), w.next()) else {
+                unreadable += 1;
                 continue;
             };
             let Ok(ip) = ip.parse::<Ipv4Addr>() else {
+                unreadable += 1;
                 continue;
             };
             if self.contains(ip) && !self.assigned.values().any(|a| *a == ip) {
                 self.assigned.insert(name.to_string(), ip);
             }
         }
+        unreadable
     }
 
-    /// Restores the table saved at `path`, if any.
+    /// Restores the table saved at `path`, if any; says so if it cannot be
+    /// read (it is written atomically, so that would be a bug or damage).
     pub fn load(&mut self, path: &Path) {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            self.load_text(&text);
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let n = self.load_text(&text);
+                if n > 0 {
+                    log::warn!(
+                        "address book {}: {n} unreadable line(s) ignored",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("address book {}: {e}; starting afresh", path.display()),
         }
     }
 
@@ -230,7 +245,9 @@ mod tests {
         assert_eq!(b.get("cache"), None);
         // Lines from another subnet, garbage and clashes are dropped.
         let mut c = ipam("10.88.0.0/24");
-        c.load_text("x 10.99.0.5\ny nonsense\nz 10.88.0.7\nw 10.88.0.7\ngw 10.88.0.1\n");
+        let unreadable =
+            c.load_text("x 10.99.0.5\ny nonsense\nz 10.88.0.7\nw 10.88.0.7\ngw 10.88.0.1\nv\n");
+        assert_eq!(unreadable, 2, "y and v");
         assert_eq!(
             c.all().collect::<Vec<_>>(),
             [("z", Ipv4Addr::new(10, 88, 0, 7))]

@@ -27,8 +27,15 @@ use std::path::PathBuf;
 
 use berth_config::{Container, NetworkMode};
 
-/// Where the address book is kept across reboots.
-pub const IPAM_STATE: &str = "/var/lib/berth/network/ipam";
+/// Saves the address book (a full disk is reported by
+/// [`crate::storage::full`], once for all of berth's writes).
+fn save(ipam: &ipam::Ipam, state: &std::path::Path) {
+    if let Err(e) = ipam.save(state)
+        && !crate::storage::full::is_no_space(&e)
+    {
+        log::warn!("cannot save the address book {}: {e}", state.display());
+    }
+}
 
 /// The containers' side of the network: the bridge, its address book, and
 /// the NAT table (masquerade, and the published ports of the containers
@@ -105,9 +112,7 @@ impl ContainerNet {
                 log::error!("{e}");
             }
         }
-        if let Err(e) = ipam.save(&state) {
-            log::warn!("cannot save the address book {}: {e}", state.display());
-        }
+        save(&ipam, &state);
         let nl = netlink::Netlink::new().map_err(|e| e.to_string())?;
         bridge::ensure(&nl, &cfg.bridge.name, ipam.gateway(), ipam.prefix())
             .await
@@ -225,8 +230,8 @@ impl ContainerNet {
     pub fn assign(&mut self, name: &str) -> Result<Ipv4Addr, String> {
         let known = self.ipam.get(name).is_some();
         let ip = self.ipam.assign(name).map_err(|e| e.to_string())?;
-        if !known && let Err(e) = self.ipam.save(&self.state) {
-            log::warn!("cannot save the address book {}: {e}", self.state.display());
+        if !known {
+            save(&self.ipam, &self.state);
         }
         Ok(ip)
     }
@@ -250,9 +255,7 @@ impl ContainerNet {
     /// Frees a removed container's address.
     pub fn release(&mut self, name: &str) {
         self.ipam.release(name);
-        if let Err(e) = self.ipam.save(&self.state) {
-            log::warn!("cannot save the address book {}: {e}", self.state.display());
-        }
+        save(&self.ipam, &self.state);
     }
 
     /// Removes the NAT table and the bridge at shutdown.

@@ -61,6 +61,9 @@ pub fn fatal(why: &str) -> ! {
         DELAY.as_secs()
     ));
     nix::unistd::sync();
+    // The data partition, read-only if nothing writes to it any more (its
+    // journal then needs no replay); containers may still run here.
+    crate::storage::emergency_read_only(&crate::sys::Real);
     std::thread::sleep(DELAY);
     super::kernel_reboot(a)
 }

@@ -1,12 +1,18 @@
-//! The end of an orderly shutdown: sync, unmount in reverse order (remount
-//! read-only what cannot be unmounted), sync again, reboot(2).
+//! The end of an orderly shutdown, for a power-off, a reboot or a halt
+//! alike: sync, unmount in reverse order (remount read-only what cannot be
+//! unmounted), sync again, reboot(2).
 //!
-//! Containers have been stopped before this runs. The whole shutdown is
+//! Containers have been stopped before this runs, and berth's own log file
+//! is closed first, so the data partition ([`crate::storage`]) has nothing
+//! open. A filesystem with data that is busy is tried again for up to
+//! [`BUSY_WAIT`] (the mount namespaces of containers that just ended are
+//! released by the kernel a moment later), then remounted read-only,
+//! which flushes it and leaves its journal clean. The whole shutdown is
 //! bounded: [`arm_deadline`] starts a timer thread that ends the machine
 //! even if a step hangs (a sync on a dying disk, say).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
@@ -23,8 +29,12 @@ pub struct MountEntry {
     pub fstype: String,
 }
 
+/// How long a busy filesystem with data is tried again before it is
+/// remounted read-only instead.
+pub const BUSY_WAIT: Duration = Duration::from_secs(2);
+
 /// Filesystems that hold no data worth a clean unmount: failures to unmount
-/// them are only logged at debug level.
+/// them are only logged at debug level, and they are not tried again.
 const VIRTUAL: [&str; 11] = [
     "proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup2", "mqueue", "overlay", "bpf",
     "tracefs", "debugfs",
@@ -93,13 +103,27 @@ pub enum Outcome {
     Failed(Errno, Errno),
 }
 
-/// Unmounts everything in `mounts` in the right order. Returns each mount's
+/// Unmounts everything in `mounts` in the right order. A busy filesystem
+/// with data is tried again for up to `busy_wait`. Returns each mount's
 /// fate, in the order tried.
-pub fn unmount_all(sys: &dyn Sys, mounts: &[MountEntry]) -> Vec<(MountEntry, Outcome)> {
+pub fn unmount_all(
+    sys: &dyn Sys,
+    mounts: &[MountEntry],
+    busy_wait: Duration,
+) -> Vec<(MountEntry, Outcome)> {
     unmount_order(mounts)
         .into_iter()
         .map(|m| {
-            let outcome = match sys.umount(&m.target, MntFlags::empty()) {
+            let deadline = Instant::now() + busy_wait;
+            let mut r = sys.umount(&m.target, MntFlags::empty());
+            while r == Err(Errno::EBUSY)
+                && !VIRTUAL.contains(&m.fstype.as_str())
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+                r = sys.umount(&m.target, MntFlags::empty());
+            }
+            let outcome = match r {
                 Ok(()) => Outcome::Unmounted,
                 Err(e) => match sys.mount(
                     "none",
@@ -138,11 +162,12 @@ pub fn arm_deadline(action: Action, bound: Duration) {
 /// Syncs, unmounts, syncs and ends the machine. Never returns.
 pub fn finish(sys: &dyn Sys, action: Action) -> ! {
     let start = std::time::Instant::now();
+    crate::logging::close_files();
     nix::unistd::sync();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mounts = parse_mountinfo(&mountinfo);
     let mut unmounted = 0;
-    for (m, outcome) in unmount_all(sys, &mounts) {
+    for (m, outcome) in unmount_all(sys, &mounts, BUSY_WAIT) {
         let virt = VIRTUAL.contains(&m.fstype.as_str());
         match outcome {
             Outcome::Unmounted => unmounted += 1,
@@ -229,7 +254,7 @@ mod tests {
         rec.fail("umount /var/lib/berth", Errno::EBUSY);
         rec.fail("mount none /var/lib/berth/my vol", Errno::EACCES);
         rec.fail("umount /var/lib/berth/my vol", Errno::EBUSY);
-        let out = unmount_all(&rec, &parse_mountinfo(MOUNTINFO));
+        let out = unmount_all(&rec, &parse_mountinfo(MOUNTINFO), Duration::ZERO);
         let data = out
             .iter()
             .find(|(m, _)| m.target == Path::new("/var/lib/berth"))
@@ -249,5 +274,48 @@ mod tests {
             calls[i + 1],
             "mount none /var/lib/berth [MS_RDONLY|MS_REMOUNT]"
         );
+    }
+
+    #[test]
+    fn a_busy_data_partition_is_tried_again_before_going_read_only() {
+        let rec = Recorder::default();
+        rec.fail("umount /var/lib/berth", Errno::EBUSY);
+        rec.fail("umount /run", Errno::EBUSY);
+        let out = unmount_all(
+            &rec,
+            &parse_mountinfo(MOUNTINFO),
+            Duration::from_millis(100),
+        );
+        let calls = rec.calls();
+        let tries = |t: &str| {
+            calls
+                .iter()
+                .filter(|c| *c == &format!("umount {t} -> EBUSY: Device or resource busy"))
+                .count()
+        };
+        // ext4 is tried again within the bound; tmpfs once.
+        assert!(tries("/var/lib/berth") > 1, "{calls:?}");
+        assert!(tries("/var/lib/berth") <= 6, "{calls:?}");
+        assert!(tries("/var/lib/berth/my vol") > 1, "{calls:?}");
+        assert_eq!(tries("/run"), 2, "two tmpfs on /run, each tried once");
+        let data = out
+            .iter()
+            .find(|(m, _)| m.target == Path::new("/var/lib/berth"))
+            .unwrap();
+        assert_eq!(data.1, Outcome::ReadOnly(Errno::EBUSY));
+        // Its children went first, and it was remounted read-only at last.
+        let last_try = calls
+            .iter()
+            .rposition(|c| c.starts_with("umount /var/lib/berth ->"))
+            .unwrap();
+        assert_eq!(
+            calls[last_try + 1],
+            "mount none /var/lib/berth [MS_RDONLY|MS_REMOUNT]"
+        );
+        let child = calls
+            .iter()
+            .position(|c| c.starts_with("umount /var/lib/berth/my vol"))
+            .unwrap();
+        assert!(child < last_try);
     }
 }

@@ -47,10 +47,11 @@ pub struct StateDirs {
 
 impl Default for StateDirs {
     fn default() -> Self {
+        let layout = crate::storage::layout();
         StateDirs {
             run: RUN_DIR.into(),
-            containers: "/var/lib/berth/containers".into(),
-            volumes: "/var/lib/berth/volumes".into(),
+            containers: layout.containers(),
+            volumes: layout.volumes(),
         }
     }
 }

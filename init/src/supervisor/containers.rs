@@ -599,6 +599,11 @@ impl Containers {
         self.notices.subscribe()
     }
 
+    /// Where events for API watchers go, for host events (a full disk).
+    pub fn notices(&self) -> tokio::sync::broadcast::Sender<String> {
+        self.notices.clone()
+    }
+
     fn notify(&self, name: &str, notice: &Notice) {
         if self.notices.receiver_count() == 0 {
             return;

@@ -106,7 +106,7 @@ pub async fn run(booted: Booted) -> Action {
             match crate::network::ContainerNet::start(
                 &m.host.network,
                 &containers,
-                crate::network::IPAM_STATE.into(),
+                crate::storage::layout().ipam(),
             )
             .await
             {
@@ -169,6 +169,7 @@ pub async fn run(booted: Booted) -> Action {
         claimed: BTreeSet::new(),
         host_net,
     };
+    crate::storage::full::set_events(sup.containers.notices());
     for ev in devices::scan("virtio-ports")
         .into_iter()
         .chain(devices::scan("input"))
@@ -204,9 +205,14 @@ pub async fn run(booted: Booted) -> Action {
     sup.ready();
     sup.containers.start(&mut sup.reaper);
 
+    // The kernel tells nobody when a filesystem fills up: berth looks.
+    let mut space = tokio::time::interval(crate::storage::full::CHECK_EVERY);
+    space.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
     // Run until something asks the machine to end.
     let action = loop {
         tokio::select! {
+            _ = space.tick() => crate::storage::full::check(),
             Some(()) = recv(signals.chld.as_mut()) => sup.reap(),
             Some(()) = recv(signals.term.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGTERM"),
             Some(()) = recv(signals.pwr.as_mut()) => break sup.stop_because(Action::Poweroff, "SIGPWR"),
@@ -644,6 +650,7 @@ impl Supervisor {
             "cgroup_controllers": self.booted.cgroup_controllers,
             "network": self.host_net.status(),
             "container_network": self.containers.net_status(),
+            "storage": crate::storage::info(),
             "memory": {
                 "total_kib": kib(&meminfo, "MemTotal:"),
                 "available_kib": kib(&meminfo, "MemAvailable:"),

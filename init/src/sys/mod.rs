@@ -89,29 +89,43 @@ pub fn async_fd<T: OwnsFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> 
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(io::Error::from)
 }
 
-/// Writes a file so that a power cut leaves either the old or the new
-/// content, never a torn one: a temporary file in the same directory,
-/// fsync, rename over the target, fsync of the directory.
+/// Writes one of berth's state files so that a power cut leaves either the
+/// old or the new content, never a torn one: a temporary file in the same
+/// directory, fsync, rename over the target, fsync of the directory (which
+/// makes the rename durable). Every state file berth writes goes through
+/// here (the image store has its own temporary directory, and does the
+/// same). The outcome is noted for [`crate::storage::full`]: a full disk is
+/// reported once, for all of berth's writes.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
+        std::fs::create_dir_all(dir)?;
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        fsync_dir(dir)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match &result {
+        Ok(()) => crate::storage::full::write_ok(),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            crate::storage::full::write_failed(path, e);
+        }
     }
     result
+}
+
+/// fsync(2) of a directory: makes the creation, renaming or removal of its
+/// entries durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
