@@ -15,7 +15,7 @@ use berth_qemu_test::scenario::{self, Image};
 use berth_qemu_test::{HostFwd, UserNet, Vm, free_local_port};
 use serde_json::{Value, json};
 
-use crate::images::{SINK_BRIDGE_PORT, SINK_HOST_PORT};
+use crate::images::{SINK_BRIDGE_PORT, SINK_HOST_PORT, TOOLS_PORT};
 use crate::stats::{Samples, round};
 use crate::{Error, Result, log};
 
@@ -71,28 +71,34 @@ pub struct Guest {
     vm: Vm,
     bridge_port: u16,
     host_port: u16,
+    tools_port: u16,
 }
 
 impl Guest {
     /// Boots the main image and waits until berth is ready and its
     /// containers run.
     pub fn boot(image: &Image) -> Result<Guest> {
-        let bridge_port = free_local_port()?;
-        let mut host_port = free_local_port()?;
-        while host_port == bridge_port {
-            host_port = free_local_port()?;
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 {
+            let p = free_local_port()?;
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
         }
+        let (bridge_port, host_port, tools_port) = (ports[0], ports[1], ports[2]);
         let vm = scenario::boot_image("bench-main", image, |c| {
             c.memory_mib(MEMORY_MIB).network(
                 UserNet::new()
                     .hostfwd(HostFwd::tcp(bridge_port, SINK_BRIDGE_PORT))
-                    .hostfwd(HostFwd::tcp(host_port, SINK_HOST_PORT)),
+                    .hostfwd(HostFwd::tcp(host_port, SINK_HOST_PORT))
+                    .hostfwd(HostFwd::tcp(tools_port, TOOLS_PORT)),
             )
         })?;
         let guest = Guest {
             vm,
             bridge_port,
             host_port,
+            tools_port,
         };
         guest.wait_running(
             &["tools", "sink-bridge", "sink-host"],
@@ -136,32 +142,38 @@ impl Guest {
         }
     }
 
-    /// Runs the guest helper in the tools container and returns its
-    /// `BENCH` lines.
+    /// Runs a command of the guest helper in the tools container (it
+    /// serves them on a port that QEMU forwards from 127.0.0.1) and returns
+    /// its `BENCH` lines.
     pub fn helper(&self, args: &[&str]) -> Result<Vec<Line>> {
-        let mut cmd = vec!["/bench/guest", "host"];
-        cmd.extend_from_slice(args);
-        let body = json!({ "cmd": cmd }).to_string();
-        let (status, answer) = self.vm.http(
-            "POST",
-            "/v1/containers/tools/exec",
-            Some(&body),
-            EXEC_TIMEOUT,
-        )?;
-        if status != 200 {
-            return Err(Error::new(format!("exec {cmd:?}: {status} {answer}")));
-        }
-        let v: Value = serde_json::from_str(&answer)
-            .map_err(|e| Error::new(format!("exec {cmd:?}: {e}: {answer}")))?;
-        if v["exit_code"] != 0 {
+        let line = args.join(" ");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut s = loop {
+            match TcpStream::connect(("127.0.0.1", self.tools_port)) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(Error::new(format!("the tools container's port: {e}")));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        };
+        let err = |e: std::io::Error| Error::new(format!("{line}: {e}"));
+        s.set_read_timeout(Some(EXEC_TIMEOUT)).map_err(err)?;
+        s.write_all(format!("{line}\n").as_bytes()).map_err(err)?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(err)?;
+        let status = out
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("BENCH-EXIT "))
+            .and_then(|c| c.trim().parse::<i32>().ok());
+        if status != Some(0) {
             return Err(Error::new(format!(
-                "exec {cmd:?}: exit {}: {}{}",
-                v["exit_code"],
-                v["stderr"].as_str().unwrap_or(""),
+                "guest helper {line:?}: {status:?}: {out}\n{}",
                 self.vm.console_tail(20)
             )));
         }
-        Ok(bench_lines(v["stdout"].as_str().unwrap_or("")))
+        Ok(bench_lines(&out))
     }
 
     /// berth's RSS as berth reports it (`/v1/system/info`), in KiB.

@@ -31,6 +31,8 @@ pub const RUNC: &str = "/usr/sbin/runc";
 pub const SINK_BRIDGE_PORT: u16 = 9001;
 /// The host-mode sink's port.
 pub const SINK_HOST_PORT: u16 = 9002;
+/// The port the tools container takes bench commands on.
+pub const TOOLS_PORT: u16 = 9100;
 
 /// Inputs every image needs.
 #[derive(Debug, Clone)]
@@ -137,11 +139,12 @@ on_fatal = "poweroff"
 [host.network]
 interfaces = [{ name = "eth0", dhcp = true }]
 
-# The bench's tools: the guest helper joins PID 1's namespaces from here
+# The bench's tools: the guest helper takes berth-bench's commands on a
+# port (forwarded from the host's 127.0.0.1 only), joins PID 1's namespaces
 # and runs crun, runc and unshare as a process of the host would.
 [containers.tools]
 image = "busybox:latest"
-command = ["sleep", "100000000"]
+command = ["/bench/guest", "serve", "9100"]
 privileged = true
 pid = "host"
 network_mode = "host"

@@ -5,7 +5,11 @@
 //! berth-bench --berth STATIC_BERTH --guest GUEST_HELPER --hostbench HOSTBENCH
 //!             [--out DIR] [--json FILE] [--md FILE] [--boots N] [--starts N]
 //!             [--idle-secs N] [--only SECTION,...]
+//! berth-bench --render-only [--json FILE] [--md FILE]
 //! ```
+//!
+//! `--render-only` writes the Markdown again from the JSON, measuring
+//! nothing (after a change to `render`).
 //!
 //! Sections, in the order they run: `size`, `boot`, `start`, `ports`,
 //! `scale` (memory with 0/10/100 idle containers, and 200 containers),
@@ -88,6 +92,7 @@ struct Args {
     starts: usize,
     idle_secs: usize,
     only: Option<Vec<String>>,
+    render_only: bool,
 }
 
 const SECTIONS: [&str; 7] = [
@@ -101,7 +106,8 @@ const SECTIONS: [&str; 7] = [
 ];
 
 const USAGE: &str = "usage: berth-bench --berth PATH --guest PATH --hostbench PATH [--out DIR] \
-[--json FILE] [--md FILE] [--boots N] [--starts N] [--idle-secs N] [--only SECTION,...]";
+[--json FILE] [--md FILE] [--boots N] [--starts N] [--idle-secs N] [--only SECTION,...]
+       berth-bench --render-only [--json FILE] [--md FILE]";
 
 fn parse_args() -> std::result::Result<Args, String> {
     let root = berth_qemu_test::scenario::repo_root();
@@ -116,6 +122,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         starts: 20,
         idle_secs: 10,
         only: None,
+        render_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -139,6 +146,7 @@ fn parse_args() -> std::result::Result<Args, String> {
                 }
                 a.only = Some(list);
             }
+            "--render-only" => a.render_only = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -164,7 +172,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
+    let result = if args.render_only {
+        render_only(&args)
+    } else {
+        run(&args)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth-bench: {e}");
@@ -324,6 +337,21 @@ fn run(a: &Args) -> Result<()> {
         "wrote {} and {}",
         a.json.display(),
         a.md.display()
+    ));
+    Ok(())
+}
+
+/// Writes the Markdown from the JSON of an earlier run.
+fn render_only(a: &Args) -> Result<()> {
+    let text = std::fs::read_to_string(&a.json)
+        .map_err(|e| Error::new(format!("read {}: {e}", a.json.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::new(format!("{}: {e}", a.json.display())))?;
+    write(&a.md, &render::markdown(&v))?;
+    log(&format!(
+        "wrote {} from {}",
+        a.md.display(),
+        a.json.display()
     ));
     Ok(())
 }

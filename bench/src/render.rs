@@ -690,8 +690,9 @@ helper printing CLOCK_BOOTTIME. berth's PID 1 start and ready come from its own 
 berth's boot mounts and cgroup layout, loads overlay, starts the device modules \
 berth loads (virtio, button, evdev) in the background as berth does, and runs the \
 same container with `crun run` from a bundle in the initramfs, with the OCI config \
-below. Its PID 1 time is its first command's, slightly after the kernel started it, \
-which favours the baseline.\n\
+below. The baseline's PID 1 start is the kernel's own `Run /init as init process` \
+(the shell's start-up is its first span); berth's is berth's first clock reading, \
+a moment after the kernel's exec of it, which favours berth by that moment.\n\
 - **Container start.** One boot of berth's main bench image. A privileged \
 container with `pid = \"host\"` runs the guest helper, which joins PID 1's mount, \
 cgroup, IPC, UTS and network namespaces, so crun and runc run as they would on the \

@@ -7,6 +7,13 @@
 //! berth-bench-guest mark LABEL        print "BENCH-MARK LABEL BOOT_NS": a point in a boot
 //! berth-bench-guest sink PORT         a TCP server: reads each connection to its end,
 //!                                     answers the byte count (8 bytes, big-endian), closes
+//! berth-bench-guest serve PORT        take `CMD [ARGS]` lines on TCP PORT, one per
+//!                                     connection, and answer with the output of
+//!                                     `host CMD [ARGS]` and a last line
+//!                                     `BENCH-EXIT <status>` (the tools container's
+//!                                     program: berth's control channel carries no
+//!                                     exec streams, and the guest's port is reached
+//!                                     only through QEMU's forward on 127.0.0.1)
 //! berth-bench-guest host CMD [ARGS]   CMD in PID 1's namespaces (run from a privileged
 //!                                     container with pid = "host"):
 //!   starts ROUNDS                     container start: berth (API), crun, runc, unshare
@@ -58,6 +65,10 @@ fn main() -> ExitCode {
             .map_err(|_| format!("bad port {port:?}"))
             .and_then(sink),
         ["host", rest @ ..] => enter_host().and_then(|()| host(rest)),
+        ["serve", port] => port
+            .parse()
+            .map_err(|_| format!("bad port {port:?}"))
+            .and_then(serve_commands),
         _ => Err("usage: berth-bench-guest stamp FILE | mark LABEL | sink PORT | host CMD".into()),
     };
     match result {
@@ -597,6 +608,48 @@ fn cpu(secs: usize) -> Result<()> {
     let wall_ms = us(t1 - t0) / 1e3;
     println!("BENCH cpu cpu_ms={cpu_ms:.2} wall_ms={wall_ms:.0}");
     Ok(())
+}
+
+// ---- commands from berth-bench ---------------------------------------------------
+
+/// The commands `serve` runs: the measurements, never an arbitrary program.
+const SERVED: [&str; 5] = ["starts", "fleet", "storm", "mem", "cpu"];
+
+fn serve_commands(port: u16) -> Result<()> {
+    let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("port {port}: {e}"))?;
+    println!("serve: listening on {port}");
+    for conn in l.incoming() {
+        let Ok(conn) = conn else { continue };
+        if let Err(e) = serve_one(conn) {
+            eprintln!("serve: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs one command line in a fresh process (which joins PID 1's
+/// namespaces single-threaded) and sends back its output.
+fn serve_one(conn: TcpStream) -> Result<()> {
+    let mut reader = BufReader::new(conn.try_clone().map_err(|e| e.to_string())?);
+    let line = read_line(&mut reader)?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut out = conn;
+    if !words.first().is_some_and(|w| SERVED.contains(w)) {
+        let _ = writeln!(out, "not a bench command: {line:?}\nBENCH-EXIT 2");
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let o = Command::new(exe)
+        .arg("host")
+        .args(&words)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let status = o.status.code().unwrap_or(-1);
+    out.write_all(&o.stdout)
+        .and_then(|()| out.write_all(&o.stderr))
+        .and_then(|()| writeln!(out, "\nBENCH-EXIT {status}"))
+        .map_err(|e| e.to_string())
 }
 
 // ---- the TCP sink ------------------------------------------------------------
