@@ -151,6 +151,9 @@ fn parse_args() -> std::result::Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if a.render_only {
+        return Ok(a);
+    }
     for (what, p) in [
         ("--berth", &a.berth),
         ("--guest", &a.guest),

@@ -254,7 +254,9 @@ fn boot_section(o: &mut String, r: &Value) {
         o,
         "\nberth's steps overlap: it loads the device modules in a helper process beside the \
          first containers, and under one vCPU everything shares it, so the spans do not add up \
-         to the whole. The baseline loads the same device modules in the background too."
+         to the whole. A negative span means berth logged the container running before its \
+         first program read the clock: berth learns of the exec when the setup's socket \
+         closes at execve. The baseline loads the same device modules in the background too."
     );
 }
 
@@ -384,7 +386,10 @@ fn size_section(o: &mut String, r: &Value) {
     let _ = writeln!(
         o,
         "The example image is `{}` built as `scripts/build-image` builds it ({}, {} modules).\n",
-        sz["example"].as_str().unwrap_or(""),
+        sz["example"]
+            .as_str()
+            .map(|e| e.find("examples/").map_or(e, |i| &e[i..]))
+            .unwrap_or(""),
         sz["compression"].as_str().unwrap_or(""),
         sz["modules"]
     );
@@ -490,10 +495,10 @@ fn callgrind_section(o: &mut String, r: &Value) {
             "| {} | {} | {} |",
             v["what"].as_str().unwrap_or(""),
             counts.join(", "),
-            if v["stable"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
+            match f(&v["spread_percent"]) {
+                Some(0.0) => "none".to_owned(),
+                Some(x) => format!("{x:.2} %"),
+                None => "–".to_owned(),
             }
         );
     }
@@ -557,8 +562,8 @@ fn ports_section(o: &mut String, r: &Value) {
          (`ports = [\"9001:9000\"]`, the container on berth's bridge, nftables DNAT), once \
          with `network_mode = \"host\"`. Throughput: {} MiB per connection; connection rate: \
          {} sequential connections, each sending a byte and reading the sink's answer. \
-         Rounds alternate. QEMU's user network is the bottleneck of both; the ratio is what \
-         the published port costs.\n",
+         Rounds alternate. Both go through QEMU's user network, so the ratio, not the \
+         absolute rate, is what the published port costs, within this machine's noise.\n",
         p["transfer_mib"], p["connections_per_round"]
     );
     let _ = writeln!(o, "| | MB/s | connections/s |\n| --- | --- | --- |");
@@ -703,8 +708,8 @@ namespaces, the cgroup limits, Docker's capabilities, masked paths, no_new_privs
 and a seccomp filter from berth's own allow-list. Runs take turns; a first round \
 warms the caches up and is dropped.\n\
 - **Memory and scale** use the same boot, after the start rows, by reloading the \
-manifest with more idle containers. The CPU figure is PID 1's utime + stime over \
-the idle interval.\n\
+manifest with more idle containers. The CPU figure is PID 1's time on the CPU \
+(`/proc/1/schedstat`) over the idle interval.\n\
 - **Numbers under TCG** are several times slower than on hardware, and the machine \
 is shared: the run interleaves what it compares, so ratios hold better than \
 absolute times."
