@@ -427,6 +427,10 @@ fn verify(console: &str, acked: &BTreeMap<u32, u32>, boot: usize) {
     }
 }
 
+/// A task stuck on I/O (a disk that stopped answering) is reported on the
+/// console with its stack after 20 s, well within the test's waits.
+const HUNG_TASKS: &str = "sysctl.kernel.hung_task_timeout_secs=20";
+
 #[test]
 fn power_cuts_lose_no_fsynced_record_and_no_state() {
     const CUTS: usize = 20;
@@ -454,7 +458,7 @@ fn power_cuts_lose_no_fsynced_record_and_no_state() {
     for cut in 0..=CUTS {
         let launched = Instant::now();
         let vm = scenario::launch_image(&format!("storage-cut-{cut}"), &image, |c| {
-            c.disk(Disk::raw(&disk))
+            c.disk(Disk::raw(&disk)).append(HUNG_TASKS)
         })
         .unwrap();
         let last = cut == CUTS;
@@ -505,8 +509,10 @@ fn power_cuts_lose_no_fsynced_record_and_no_state() {
     }
     // The last boot: everything checked; then an orderly power-off leaves
     // a filesystem that e2fsck finds clean.
-    let vm =
-        scenario::launch_image("storage-cut-final", &image, |c| c.disk(Disk::raw(&disk))).unwrap();
+    let vm = scenario::launch_image("storage-cut-final", &image, |c| {
+        c.disk(Disk::raw(&disk)).append(HUNG_TASKS)
+    })
+    .unwrap();
     vm.wait_for(" appender | ACK ", WAIT).unwrap();
     let console = boot_console(&vm, 1);
     verify(&console, &acked, CUTS + 1);
