@@ -35,6 +35,7 @@ use berth::sys::Real;
 use berth_image::oci::layer::Compression;
 use berth_image::oci::spec::RunConfig;
 use berth_image::oci::write::{self, ImageBuild, Layout};
+use berth_image::ocibuild;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -92,42 +93,25 @@ fn parse(file: &str, n: usize) -> Result<()> {
 
 // ---- the spawn path -----------------------------------------------------------
 
-/// A busybox rootfs in `dir`, imported into a store (`dir/images`) as a
-/// one-layer OCI image `busybox:latest`, as berth imports any image.
+/// berth's busybox image (`berth-image oci --busybox`: static busybox, a
+/// symlink per applet, minimal `/etc`) written to `dir/layout` as
+/// `busybox:latest` and imported into a store (`dir/images`), as berth
+/// imports any image.
 fn busybox_store(dir: &Path) -> Result<Store> {
-    let rootfs = dir.join("src");
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        std::fs::create_dir_all(rootfs.join(d)).map_err(io(d))?;
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).map_err(io("/bin/busybox"))?;
-    for applet in ["sh", "true"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet))
-            .map_err(io(applet))?;
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
-        .map_err(io("passwd"))?;
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").map_err(io("group"))?;
-    let mut tree = write::Tree::new();
-    tree.add_host_dir(&rootfs, "").map_err(|e| e.to_string())?;
-    let tar = tree.to_tar(0).map_err(|e| e.to_string())?;
-    let built = ImageBuild {
-        layers: vec![(
-            write::layer_blob(tar, Compression::None).map_err(|e| e.to_string())?,
-            "busybox".into(),
-        )],
-        config: RunConfig {
-            cmd: Some(vec!["sh".into()]),
-            env: Some(vec!["PATH=/bin".into()]),
-            ..RunConfig::default()
-        },
-        created: 0,
-    }
-    .finish()
-    .map_err(|e| e.to_string())?;
     let layout = dir.join("layout");
-    Layout::open(&layout)
-        .and_then(|mut l| l.add("busybox:latest", &built))
-        .map_err(|e| e.to_string())?;
+    let mut config = ocibuild::default_config();
+    config.cmd = Some(vec!["sh".into()]);
+    ocibuild::build(&ocibuild::OciOptions {
+        out: layout.clone(),
+        reference: "busybox:latest".into(),
+        layers: vec![ocibuild::LayerFrom::Busybox],
+        config,
+        compression: Compression::None,
+        created: 0,
+        sources: berth_image::Sources::default(),
+        cache: dir.join("cache"),
+    })
+    .map_err(|e| e.to_string())?;
     let store = Store::new(dir.join("images"));
     store
         .import_path(&layout, None)
@@ -259,8 +243,8 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-/// The image of `init/tests/host_images.rs`'s `import_throughput_against_umoci`:
-/// 64 MiB in 2049 files, 3 gzip layers. Returns (layout, MiB, files).
+/// An image of ordinary size: 64 MiB in 2049 files, 3 gzip layers.
+/// Returns (layout, MiB, files).
 fn bench_image(dir: &Path) -> Result<(PathBuf, f64, usize)> {
     let mut layers = Vec::new();
     let mut total = 0usize;
