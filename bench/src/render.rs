@@ -525,9 +525,8 @@ fn unpack_section(o: &mut String, r: &Value) {
     }
     let _ = writeln!(
         o,
-        "On the host, as root: an OCI layout of {} MiB in {} files and {} gzip layers (the \
-         image of `init/tests/host_images.rs`'s `import_throughput_against_umoci`), imported \
-         and unpacked by berth's image store, and unpacked by `umoci unpack`, {} times each.\n",
+        "On the host, as root: an OCI layout of {} MiB in {} files and {} gzip layers (made by \
+         `berth-hostbench unpack`, `bench/src/bin/hostbench.rs`), imported and unpacked by berth's image store, and unpacked by `umoci unpack`, {} times each.\n",
         n(&u["image_mib"], 1),
         n(&u["files"], 0),
         u["layers"],

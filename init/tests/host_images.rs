@@ -3,8 +3,8 @@
 //! unpack of the same image (whiteouts, opaque directories, hard links,
 //! symlinks, modes, owners, xattrs); what only root can do (owners, device
 //! nodes, capabilities) is kept or refused by policy; hostile archives
-//! write nothing outside the store; and import throughput is measured
-//! against `umoci unpack`.
+//! write nothing outside the store. (Import throughput against `umoci
+//! unpack` is measured by `scripts/bench`: `berth-hostbench unpack`.)
 //!
 //! Skipped (with a note) when not root or when umoci is missing.
 
@@ -16,7 +16,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use berth::images::Store;
 use berth::images::unpack::DevicePolicy;
@@ -586,72 +585,6 @@ fn hostile_layers_write_nothing_outside_the_store() {
             "{what}"
         );
     }
-}
-
-/// Deterministic file contents, about half compressible.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        out.extend_from_slice(&b[..4]);
-        out.extend_from_slice(b"text");
-    }
-    out.truncate(len);
-    out
-}
-
-/// A measurement, not a check: `scripts/bench` runs it (release build,
-/// `--ignored`) and reads the `BENCH` line; speed is never asserted in
-/// tests.
-#[test]
-#[ignore = "a benchmark: scripts/bench runs it"]
-fn import_throughput_against_umoci() {
-    if !root_and_umoci() {
-        return;
-    }
-    let t = tempfile::tempdir().unwrap();
-    // 64 MiB in 2048 files, in 3 layers, gzip: an image of ordinary size.
-    let mut layers = Vec::new();
-    let mut total = 0usize;
-    for l in 0..3u64 {
-        let mut tree = write::Tree::new();
-        for i in 0..683u64 {
-            let len = 4096 + ((i * 7919) % 61440) as usize;
-            total += len;
-            tree.file(
-                &format!("l{l}/d{}/f{i}", i % 32),
-                0o644,
-                write::Data::Bytes(content(l * 1000 + i, len)),
-            )
-            .unwrap();
-        }
-        layers.push(tree.to_tar(0).unwrap());
-    }
-    let layout = t.path().join("layout");
-    layout_of(&layout, "bench", layers, Compression::Gzip);
-    let mib = total as f64 / 1048576.0;
-
-    let start = Instant::now();
-    umoci_unpack(&layout, "bench", &t.path().join("bundle"));
-    let umoci = start.elapsed().as_secs_f64();
-
-    let store = store_in(t.path());
-    let start = Instant::now();
-    store.import_path(&layout, Some("bench".into())).unwrap();
-    let berth = start.elapsed().as_secs_f64();
-    eprintln!(
-        "import+unpack of {mib:.1} MiB in {} files, 3 gzip layers: berth {berth:.2} s ({:.0} MiB/s), umoci unpack {umoci:.2} s ({:.0} MiB/s)",
-        3 * 683,
-        mib / berth,
-        mib / umoci
-    );
-    println!("BENCH image_unpack mib={mib:.1} berth_s={berth:.3} umoci_s={umoci:.3}");
 }
 
 #[test]
