@@ -89,7 +89,7 @@ pub fn run(start: Duration) -> Booted {
     // The host's settings first, without the images: the data partition
     // they name holds the image store that the whole manifest is checked
     // against. An invalid manifest is reported by the full read below.
-    let host = berth_config::load(&manifest_path).ok().map(|m| m.host);
+    let host = host_settings(&manifest_path);
     step("loaded kernel modules", || load_modules(host.as_ref()));
     let storage = step("set up storage", || {
         crate::storage::setup(&sys, host.as_ref().and_then(|h| h.storage.data.as_ref()))
@@ -181,6 +181,25 @@ fn mount_all(sys: &dyn Sys) {
             Err(e) => log::warn!("cannot link {link} to {target}: {e}"),
         }
     }
+}
+
+/// The manifest's host settings, read before the image store is ready.
+/// The checks that need the images are left to the full read: each image
+/// is taken to give what the containers ask of it (a health check), so
+/// that a manifest that is valid with its images has its data partition
+/// mounted and its modules loaded. `None` when the manifest is unreadable
+/// or invalid anyway.
+fn host_settings(path: &Path) -> Option<berth_config::Host> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let any_image = |_: &berth_config::ImageRef| {
+        Some(berth_config::ImageFacts {
+            healthcheck: true,
+            ..Default::default()
+        })
+    };
+    berth_config::parse_with_images(&text, &path.display().to_string(), &any_image)
+        .ok()
+        .map(|m| m.host)
 }
 
 fn load_manifest(path: &Path) -> Result<Manifest, String> {
@@ -285,5 +304,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(module_lists(Some(&m.host)).0, ["overlay"]);
+    }
+
+    #[test]
+    fn host_settings_do_not_wait_for_the_images_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("berth.toml");
+        // db's health check comes from its image, which only the image
+        // store (on the data partition) knows.
+        std::fs::write(
+            &path,
+            "version = 1\n[host.storage]\ndata = { device = \"LABEL=d\" }\n\
+             [containers.db]\nimage = \"db:1\"\n\
+             [containers.web]\nimage = \"busybox\"\n\
+             depends_on = { db = { condition = \"service_healthy\" } }\n",
+        )
+        .unwrap();
+        let host = host_settings(&path).expect("the host settings");
+        assert!(host.storage.data.is_some());
+        // A manifest invalid on its own account has none.
+        std::fs::write(&path, "version = 1\n[containers.web]\nimage = 3\n").unwrap();
+        assert!(host_settings(&path).is_none());
     }
 }
