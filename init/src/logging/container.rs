@@ -97,22 +97,24 @@ impl ContainerLog {
             Stream::Out => "stdout",
             Stream::Err => "stderr",
         };
-        let now = SystemTime::now();
+        // Each line is stamped and formatted once, for the file and for
+        // followers alike.
         let followed = self.followers.receiver_count() > 0;
-        if followed {
-            for l in lines {
-                let mut stored = files::line(now, tag, l);
-                stored.pop();
-                let _ = self.followers.send(stored);
-            }
-        }
-        if let Some(f) = self.file.as_mut() {
+        if followed || self.file.is_some() {
+            let now = SystemTime::now();
             let mut buf = String::new();
             for l in lines {
+                let start = buf.len();
                 buf.push_str(&files::line(now, tag, l));
+                if followed {
+                    let stored = buf[start..].trim_end_matches('\n');
+                    let _ = self.followers.send(stored.to_string());
+                }
             }
-            let r = f.write(buf.as_bytes());
-            files::note(&self.name, f.path(), r);
+            if let Some(f) = self.file.as_mut() {
+                let r = f.write(buf.as_bytes());
+                files::note(&self.name, f.path(), r);
+            }
         }
         if self.syslog {
             let level = match stream {
@@ -179,5 +181,37 @@ mod tests {
         let last = text.lines().last().unwrap();
         assert!(last.ends_with("Z stderr oops"), "{last}");
         assert!(text.lines().next().unwrap().ends_with("Z stdout line 0"));
+    }
+
+    #[test]
+    fn followers_get_the_lines_as_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let files = LogFiles {
+            dir: d.path().to_path_buf(),
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let cfg = ContainerLogging {
+            console: false,
+            files: true,
+            syslog: false,
+        };
+        let mut log = ContainerLog::new("web", &cfg, Some(&files));
+        let mut rx = log.follow();
+        log.lines(Stream::Out, &["one".to_string(), "two".to_string()]);
+        log.lines(Stream::Err, &["oops".to_string()]);
+        let text = std::fs::read_to_string(d.path().join("web.log")).unwrap();
+        let stored: Vec<&str> = text.lines().collect();
+        let mut followed = Vec::new();
+        while let Ok(l) = rx.try_recv() {
+            followed.push(l);
+        }
+        assert_eq!(followed, stored);
+        assert!(stored[2].ends_with("Z stderr oops"), "{text}");
+        // Without a file, followers still get them.
+        let mut log = ContainerLog::new("db", &cfg, None);
+        let mut rx = log.follow();
+        log.lines(Stream::Out, &["alone".to_string()]);
+        assert!(rx.try_recv().unwrap().ends_with("Z stdout alone"));
     }
 }
