@@ -196,6 +196,18 @@ pub(crate) fn read_container(
         .unwrap_or_default()
     {
         if let Some(m) = read_port(cx, &p) {
+            // berth publishes with DNAT in nftables: traffic to a loopback
+            // address never takes that path (it would need route_localnet,
+            // which opens the loopback range to the network).
+            if let Some(ip) = m.host_ip.filter(|ip| ip.is_loopback()) {
+                p.err(
+                    cx,
+                    format!(
+                        "cannot publish on the loopback address {ip}: published ports are forwarded to the container by nftables, which loopback traffic bypasses; publish on 0.0.0.0 or one of the host's addresses, or use network_mode = \"host\""
+                    ),
+                );
+                continue;
+            }
             spans.ports.push((m, p.span()));
         }
     }

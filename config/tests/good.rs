@@ -252,7 +252,7 @@ depends_on = ["db"]
 stop_signal = "QUIT"
 healthcheck = { test = ["CMD-SHELL", "curl -f http://localhost"], interval = "1m30s", start_period = "250ms" }
 cap_add = ["cap_net_admin", "SYS_TIME"]
-ports = ["127.0.0.1:8000-8001:80-81/udp", "[::1]:9000:90"]
+ports = ["10.0.2.15:8000-8001:80-81/udp", "[2001:db8::1]:9000:90"]
 [containers.db]
 image = "postgres@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 "#;
@@ -269,7 +269,7 @@ image = "postgres@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456
         Duration::from_secs(90)
     );
     assert_eq!(web.healthcheck.as_ref().unwrap().retries, 3);
-    assert_eq!(web.ports[1].to_string(), "[::1]:9000:90/tcp");
+    assert_eq!(web.ports[1].to_string(), "[2001:db8::1]:9000:90/tcp");
     assert_eq!(
         web.depends_on["db"],
         Dependency {
