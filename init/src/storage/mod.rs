@@ -118,15 +118,15 @@ impl Layout {
     }
 }
 
-static ROOT: OnceLock<PathBuf> = OnceLock::new();
 static STATUS: OnceLock<Status> = OnceLock::new();
 
-/// berth's state layout: under the data partition's mount point, or
-/// `/var/lib/berth` before boot has decided (and in tests).
+/// berth's state layout: under the state root boot chose
+/// ([`Status::mount`]), or `/var/lib/berth` before boot has decided (and
+/// in tests).
 pub fn layout() -> Layout {
     Layout::new(
-        ROOT.get()
-            .cloned()
+        status()
+            .map(|s| s.mount.clone())
             .unwrap_or_else(|| PathBuf::from(defaults::DATA_MOUNT)),
     )
 }
@@ -195,7 +195,6 @@ pub fn setup(sys: &dyn Sys, data: Option<&DataDevice>) -> &'static Status {
         }
         Some(d) => mount(sys, d),
     };
-    let _ = ROOT.set(status.mount.clone());
     STATUS.get_or_init(|| status)
 }
 
