@@ -223,28 +223,25 @@ pub fn load_all(dir: &Path, index: &Index, names: &[String]) -> (usize, Vec<Erro
     (loaded, errors)
 }
 
-/// Loads `names` in a child process, so the caller goes on while devices
-/// are probed. PID 1 is single-threaded, so the forked child may run any
-/// code; it logs its failures and exits, and the reaper collects it.
-pub fn load_in_background(dir: &Path, index: &Index, names: &[String]) -> nix::Result<i32> {
-    // SAFETY: fork in a single-threaded process: the child has a consistent
-    // copy of everything, loads modules, and leaves with _exit.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => Ok(child.as_raw()),
-        nix::unistd::ForkResult::Child => {
-            let start = Instant::now();
-            let (loaded, errors) = load_all(dir, index, names);
-            for e in &errors {
-                log::warn!("{e}");
-            }
-            log::debug!(
-                "{loaded} device module(s) loaded beside boot ({:.1} ms)",
-                start.elapsed().as_secs_f64() * 1e3
-            );
-            // SAFETY: ends the helper without running PID 1's exit paths.
-            unsafe { libc::_exit(i32::from(!errors.is_empty())) }
+/// Loads `names` in a helper process ([`crate::sys::in_helper`]), so the
+/// caller goes on while devices are probed; the helper logs its failures.
+pub fn load_in_background(
+    dir: &Path,
+    index: &Index,
+    names: &[String],
+) -> nix::Result<nix::unistd::Pid> {
+    crate::sys::in_helper(|| {
+        let start = Instant::now();
+        let (loaded, errors) = load_all(dir, index, names);
+        for e in &errors {
+            log::warn!("{e}");
         }
-    }
+        log::debug!(
+            "{loaded} device module(s) loaded beside boot ({:.1} ms)",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        errors.is_empty()
+    })
 }
 
 #[cfg(test)]

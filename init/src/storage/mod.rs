@@ -392,34 +392,22 @@ pub fn discard_layers(layout: &Layout, keep: &BTreeSet<String>) -> usize {
     n
 }
 
-/// Removes `dir` in a child process. PID 1 is single-threaded, so the
-/// forked child may run any code; the reaper collects it. (Tests, which
-/// run on many threads, remove it at once.)
+/// Removes `dir` at once: tests run on many threads, where forking is not
+/// safe.
 #[cfg(test)]
 fn remove_in_background(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Removes `dir` in a child process. PID 1 is single-threaded, so the
-/// forked child may run any code; the reaper collects it.
+/// Removes `dir` in a helper process ([`crate::sys::in_helper`]).
 #[cfg(not(test))]
 fn remove_in_background(dir: &Path) {
-    // SAFETY: fork in a single-threaded process: the child has a consistent
-    // copy of everything, removes the directory and leaves with _exit.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
-        Ok(nix::unistd::ForkResult::Child) => {
-            let ok = std::fs::remove_dir_all(dir).is_ok();
-            // SAFETY: ends the helper without running PID 1's exit paths.
-            unsafe { libc::_exit(i32::from(!ok)) }
-        }
-        Err(e) => {
-            log::warn!(
-                "cannot fork to empty {}: {e}; emptying it now",
-                dir.display()
-            );
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    if let Err(e) = crate::sys::in_helper(|| std::fs::remove_dir_all(dir).is_ok()) {
+        log::warn!(
+            "cannot fork to empty {}: {e}; emptying it now",
+            dir.display()
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -501,7 +489,7 @@ mod tests {
         assert_eq!(l.ipam(), Path::new("/data/network/ipam"));
         assert_eq!(l.logs(), Path::new("/data/log"));
         // Until boot decides, the default.
-        if ROOT.get().is_none() {
+        if STATUS.get().is_none() {
             assert_eq!(layout().root, Path::new(defaults::DATA_MOUNT));
         }
     }

@@ -122,6 +122,23 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Runs `work` in a forked helper process, so that PID 1 goes on: the
+/// helper exits with 0 when `work` returns true, 1 otherwise, and the
+/// reaper collects it. PID 1 is single-threaded, so the forked child may
+/// run any code. Returns the helper's pid.
+pub fn in_helper(work: impl FnOnce() -> bool) -> nix::Result<nix::unistd::Pid> {
+    // SAFETY: fork in a single-threaded process: the child has a consistent
+    // copy of everything, runs `work` and leaves with _exit.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Child => {
+            let ok = work();
+            // SAFETY: ends the helper without running PID 1's exit paths.
+            unsafe { libc::_exit(i32::from(!ok)) }
+        }
+    }
+}
+
 /// fsync(2) of a directory: makes the creation, renaming or removal of its
 /// entries durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
