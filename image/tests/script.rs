@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn run_script(root: &Path, manifest: &Path, out: &Path) {
@@ -52,6 +52,16 @@ fn extract_init(initramfs: &Path) -> Vec<u8> {
     out.stdout
 }
 
+/// Where scripts/build-berth put berth: as that script does,
+/// `$BERTH_STATIC_TARGET_DIR` (relative to the repository root) if set and
+/// not empty, else `target/static`.
+fn static_berth(root: &Path) -> PathBuf {
+    let dir = std::env::var_os("BERTH_STATIC_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target/static"), |d| root.join(d));
+    dir.join("x86_64-unknown-linux-gnu/release/berth")
+}
+
 #[test]
 fn two_script_runs_give_identical_bytes_and_a_static_init() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -93,8 +103,9 @@ fn two_script_runs_give_identical_bytes_and_a_static_init() {
 
     // The /init inside is the statically built berth.
     let init = extract_init(&a.join("initramfs.img"));
-    let berth =
-        std::fs::read(root.join("target/static/x86_64-unknown-linux-gnu/release/berth")).unwrap();
-    assert!(init == berth, "/init is not target/static/.../berth");
+    let berth_path = static_berth(root);
+    let berth = std::fs::read(&berth_path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", berth_path.display()));
+    assert!(init == berth, "/init is not {}", berth_path.display());
     assert_eq!(berth_image::elf::check_static_executable(&init), Ok(()));
 }
