@@ -229,28 +229,84 @@ impl Tree {
     /// Entries in tar order: parents before children, components sorted.
     fn sorted(&self) -> Vec<(&String, &TreeEntry)> {
         let mut v: Vec<_> = self.entries.iter().collect();
-        v.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
-        // Hard links must come after their targets.
+        v.sort_by(|a, b| tar_order(a.0, b.0));
         v
     }
 
-    /// The tree as a tar archive, every time `mtime`.
+    /// The regular file at `path`: its entry and data.
+    fn regular(&self, path: &str) -> Option<(&TreeEntry, &Data)> {
+        match self.entries.get(path) {
+            Some(
+                e @ TreeEntry {
+                    node: Node::File(d),
+                    ..
+                },
+            ) => Some((e, d)),
+            _ => None,
+        }
+    }
+
+    /// For each file that has hard links to it, the path of its group (the
+    /// file and the links) that comes first in tar order. A tar hard link
+    /// can only name a member before it, and the order a tree is filled in
+    /// (a host directory walked depth first, say) need not be tar order.
+    /// A link to anything but a regular file of the tree is an error.
+    fn link_leaders<'a>(
+        &'a self,
+        sorted: &[(&'a String, &'a TreeEntry)],
+    ) -> Result<BTreeMap<&'a str, &'a str>, WriteError> {
+        let mut leaders: BTreeMap<&str, &str> = BTreeMap::new();
+        for (path, e) in sorted {
+            let Node::Link(target) = &e.node else {
+                continue;
+            };
+            if self.regular(target).is_none() {
+                return Err(WriteError::Tree {
+                    path: (*path).clone(),
+                    why: format!("a hard link to {target}, which is not a file of the tree"),
+                });
+            }
+            // In tar order, the first link seen comes before the other
+            // links; the file itself may come before it.
+            let first = leaders.entry(target.as_str()).or_insert(path.as_str());
+            if tar_order(target, first).is_lt() {
+                *first = target.as_str();
+            }
+        }
+        Ok(leaders)
+    }
+
+    /// The tree as a tar archive, every time `mtime`. Of each hard-link
+    /// group, the member that comes first carries the file's data and
+    /// metadata; the others are links to it.
     pub fn to_tar(&self, mtime: u64) -> Result<Vec<u8>, WriteError> {
         let mut out = Vec::new();
         let sorted = self.sorted();
+        let leaders = self.link_leaders(&sorted)?;
         for (path, e) in &sorted {
-            let (flag, link, data): (u8, &str, Option<Vec<u8>>) = match &e.node {
+            let (flag, link, file): (u8, &str, Option<(&TreeEntry, &Data)>) = match &e.node {
                 Node::Dir => (b'5', "", None),
                 Node::Symlink(t) => (b'2', t.as_str(), None),
-                Node::Link(t) => (b'1', t.as_str(), None),
-                Node::File(Data::Bytes(b)) => (b'0', "", Some(b.clone())),
-                Node::File(Data::Host(p)) => {
+                Node::Link(t) => match leaders.get(t.as_str()) {
+                    Some(first) if *first == path.as_str() => (b'0', "", self.regular(t)),
+                    Some(first) => (b'1', *first, None),
+                    None => (b'1', t.as_str(), None),
+                },
+                Node::File(d) => match leaders.get(path.as_str()) {
+                    Some(first) if *first != path.as_str() => (b'1', *first, None),
+                    _ => (b'0', "", Some((*e, d))),
+                },
+            };
+            let (e, data) = match file {
+                Some((file, Data::Bytes(b))) => (file, Some(b.clone())),
+                Some((file, Data::Host(p))) => {
                     let mut b = Vec::new();
                     std::fs::File::open(p)
                         .and_then(|mut f| f.read_to_end(&mut b))
                         .map_err(io_err("read", p))?;
-                    (b'0', "", Some(b))
+                    (file, Some(b))
                 }
+                None => (*e, None),
             };
             let name = if matches!(e.node, Node::Dir) {
                 format!("{path}/")
@@ -262,6 +318,11 @@ impl Tree {
         out.extend_from_slice(&[0u8; 1024]);
         Ok(out)
     }
+}
+
+/// Tar order: by path components, so a directory's entries follow it.
+fn tar_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
 }
 
 fn entry(node: Node, mode: u32) -> TreeEntry {
@@ -632,6 +693,90 @@ mod tests {
         }
         .finish()
         .unwrap()
+    }
+
+    /// The layer's entries in order, with each regular file's data.
+    fn members(tar: Vec<u8>) -> Vec<(String, crate::oci::layer::Kind, u32, Vec<u8>)> {
+        let len = tar.len() as u64;
+        let mut l =
+            crate::oci::Layer::open(Box::new(&tar[..]), Some(len), Default::default()).unwrap();
+        let mut out = Vec::new();
+        while let Some(e) = l.next_entry().unwrap() {
+            let mut data = Vec::new();
+            if matches!(e.kind, crate::oci::layer::Kind::File { .. }) {
+                l.read_to_end(&mut data).unwrap();
+            }
+            out.push((e.path.display().to_string(), e.kind, e.mode, data));
+        }
+        out
+    }
+
+    #[test]
+    fn a_hard_link_group_starts_with_its_first_member_in_tar_order() {
+        use crate::oci::layer::Kind;
+        // The file sorts after both links to it: "a/l" and "m" < "z".
+        let mut t = Tree::new();
+        t.file("z", 0o640, Data::Bytes(b"shared".to_vec())).unwrap();
+        t.insert("m", entry(Node::Link("z".into()), 0o640)).unwrap();
+        t.insert("a/l", entry(Node::Link("z".into()), 0o640))
+            .unwrap();
+        t.file("b", 0o644, Data::Bytes(b"alone".to_vec())).unwrap();
+        let got = members(t.to_tar(0).unwrap());
+        let want = [
+            ("a", Kind::Dir, 0o755, &b""[..]),
+            ("a/l", Kind::File { size: 6 }, 0o640, b"shared"),
+            ("b", Kind::File { size: 5 }, 0o644, b"alone"),
+            ("m", Kind::Link("a/l".into()), 0o640, b""),
+            ("z", Kind::Link("a/l".into()), 0o640, b""),
+        ];
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|(p, k, m, d)| (p.to_string(), k, m, d.to_vec()))
+            .collect();
+        assert_eq!(got, want);
+
+        // The file first: written as before, the links name it.
+        let mut t = Tree::new();
+        t.file("a", 0o600, Data::Bytes(b"x".to_vec())).unwrap();
+        t.insert("b", entry(Node::Link("a".into()), 0o600)).unwrap();
+        let got = members(t.to_tar(0).unwrap());
+        assert_eq!(got[0].1, Kind::File { size: 1 });
+        assert_eq!(got[1].1, Kind::Link("a".into()));
+
+        // A link to something that is not a file of the tree is refused.
+        let mut t = Tree::new();
+        t.dir("d", 0o755).unwrap();
+        t.insert("l", entry(Node::Link("d".into()), 0o644)).unwrap();
+        assert!(t.to_tar(0).is_err());
+        let mut t = Tree::new();
+        t.insert("l", entry(Node::Link("nowhere".into()), 0o644))
+            .unwrap();
+        assert!(t.to_tar(0).is_err());
+    }
+
+    #[test]
+    fn a_host_directory_walked_out_of_tar_order_keeps_its_hard_links() {
+        use std::os::unix::fs::PermissionsExt;
+        // The walk meets "z" (at the top) before "a/l", which tar order
+        // puts first.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("z"), b"shared").unwrap();
+        std::fs::set_permissions(dir.path().join("z"), std::fs::Permissions::from_mode(0o604))
+            .unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::fs::hard_link(dir.path().join("z"), dir.path().join("a/l")).unwrap();
+        let mut t = Tree::new();
+        t.add_host_dir(dir.path(), "").unwrap();
+        let got = members(t.to_tar(0).unwrap());
+        let kinds: Vec<_> = got.iter().map(|m| (m.0.as_str(), &m.1, m.2)).collect();
+        assert_eq!(
+            kinds[1..],
+            [
+                ("a/l", &crate::oci::layer::Kind::File { size: 6 }, 0o604),
+                ("z", &crate::oci::layer::Kind::Link("a/l".into()), 0o604),
+            ]
+        );
+        assert_eq!(got[1].3, b"shared");
     }
 
     #[test]
