@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use berth_qemu_test::Vm;
@@ -62,8 +63,14 @@ fn reload(vm: &Vm, manifest: &str) -> Value {
 
 /// An OCI layout of busybox plus Debian's nftables (`nft` and its
 /// libraries), built by berth's image builder; its reference is
-/// `berth-test/nettools:1`.
+/// `berth-test/nettools:1`. Built once per test process: the tests that
+/// use it share it (it is only read).
 fn nettools() -> PathBuf {
+    static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
+    LAYOUT.get_or_init(build_nettools).clone()
+}
+
+fn build_nettools() -> PathBuf {
     use berth_image::oci::layer::Compression;
     use berth_image::ocibuild::{self, LayerFrom, OciOptions};
     let dir = scenario::images_dir()
