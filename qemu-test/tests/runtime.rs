@@ -307,9 +307,19 @@ fn a_hundred_containers_leave_no_fds_mounts_or_cgroups_behind() {
     let before = json(&vm, "/v1/system/info")["berth"].clone();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     wait_states(&vm, &refs, &["exited"]);
-    // Let the last cgroups be released.
-    std::thread::sleep(Duration::from_secs(2));
-    let after = json(&vm, "/v1/system/info")["berth"].clone();
+    // The last cgroups are released a little after the last exit: poll
+    // until all is back (or the wait runs out), then check.
+    let settled = |after: &Value| {
+        after["container_cgroups"] == 0
+            && after["open_fds"].as_u64() <= before["open_fds"].as_u64()
+            && after["mounts"] == before["mounts"]
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut after = json(&vm, "/v1/system/info")["berth"].clone();
+    while !settled(&after) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        after = json(&vm, "/v1/system/info")["berth"].clone();
+    }
     assert_eq!(after["container_cgroups"], 0, "{after:#}");
     assert!(
         after["open_fds"].as_u64().unwrap() <= before["open_fds"].as_u64().unwrap(),
