@@ -23,13 +23,13 @@ use sha2::{Digest, Sha256};
 use crate::progress::Progress;
 
 /// The kernel package's name.
-pub const PACKAGE: &str = "linux-image-6.1.0-48-cloud-amd64-unsigned";
+pub const PACKAGE: &str = "linux-image-6.1.0-50-cloud-amd64-unsigned";
 /// The pinned package version.
-pub const PACKAGE_VERSION: &str = "6.1.172-1";
+pub const PACKAGE_VERSION: &str = "6.1.176-1";
 /// The sha256 of the package file (`.deb`), recorded when it was pinned.
-pub const PACKAGE_SHA256: &str = "3a8f6fb36249342a95cd7a8beeec702cba549ed1b04ec18dc50191033be8bdb5";
+pub const PACKAGE_SHA256: &str = "4f217f710203cdfedde21f836bc66a0a4d773752d7fe8e5e13f701f891788945";
 /// The kernel release (`uname -r`): the name of its modules directory.
-pub const RELEASE: &str = "6.1.0-48-cloud-amd64";
+pub const RELEASE: &str = "6.1.0-50-cloud-amd64";
 
 /// Why the kernel could not be made available.
 #[derive(Debug, displaydoc::Display, thiserror::Error)]
@@ -81,7 +81,7 @@ pub enum KernelError {
 /// An unpacked kernel, ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kernel {
-    /// The kernel release, e.g. `6.1.0-48-cloud-amd64`.
+    /// The kernel release, e.g. `6.1.0-50-cloud-amd64`.
     pub version: String,
     /// The kernel image (bzImage).
     pub vmlinuz: PathBuf,

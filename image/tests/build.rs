@@ -198,7 +198,7 @@ fn initramfs_layout_read_back_by_gnu_cpio() {
         ["crw-------", "1", "0", "0", "5,", "1"]
     );
     assert_eq!(find("etc/berth/manifest.toml")[0], "-rw-r--r--");
-    let modules = "lib/modules/6.1.0-48-cloud-amd64";
+    let modules = format!("lib/modules/{}", berth_image::kernel::RELEASE);
     for p in [
         "modules.dep",
         "modules.builtin",
