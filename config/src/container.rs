@@ -12,6 +12,7 @@ use toml::de::DeValue;
 use crate::caps::parse_capability;
 use crate::defaults::{self, limits};
 use crate::host::{check_hostname, read_domains, read_ips, read_sysctls};
+use crate::idmap::{self, IdMaps, IdRange, check_map};
 use crate::image_ref::parse_image_ref;
 use crate::keys;
 use crate::model::{
@@ -315,6 +316,28 @@ pub(crate) fn read_container(
         .field("labels")
         .map(|f| read_key_values(cx, &f, false))
         .unwrap_or_default();
+    let userns = read_userns(cx, &t);
+    if userns.is_some() {
+        let conflicts = [
+            (privileged, "privileged", "privileged = true"),
+            (pid_host, "pid", "pid = \"host\""),
+            (
+                network_mode != NetworkMode::Bridge && network_mode != NetworkMode::None,
+                "network_mode",
+                "a shared network namespace (network_mode \"host\" or \"service:…\")",
+            ),
+        ];
+        for (on, key, what) in conflicts {
+            if let (true, Some(f)) = (on, t.field(key)) {
+                f.err(
+                    cx,
+                    format!(
+                        "conflicts with uid_map/gid_map: {what} needs the host's user namespace"
+                    ),
+                );
+            }
+        }
+    }
     let logging = t
         .field("logging")
         .map(|f| read_logging(cx, &f))
@@ -365,6 +388,7 @@ pub(crate) fn read_container(
         oom_score_adj,
         labels,
         logging,
+        userns,
     };
     (Some(c), spans)
 }
@@ -970,6 +994,48 @@ fn read_extra_hosts(cx: &mut Cx, f: &Field<'_, '_>) -> Vec<(String, IpAddr)> {
                 })
             })
             .collect(),
+    }
+}
+
+/// `uid_map` and `gid_map`: either makes a user namespace; a missing
+/// `gid_map` copies `uid_map`.
+fn read_userns(cx: &mut Cx, t: &Table<'_, '_>) -> Option<IdMaps> {
+    let read = |cx: &mut Cx, key: &'static str| -> Option<(Vec<IdRange>, Field<'_, '_>)> {
+        let f = t.field(key)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in f.one_or_many(cx).unwrap_or_default() {
+            match item.parse(cx, idmap::parse_range) {
+                Some(r) => out.push(r),
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match check_map(key.trim_end_matches("_map"), &out) {
+            Ok(()) => Some((out, f)),
+            Err(e) => {
+                f.err(cx, e);
+                None
+            }
+        }
+    };
+    let uid_written = t.field("uid_map").is_some();
+    let gid_written = t.field("gid_map").is_some();
+    let uid = read(cx, "uid_map");
+    let gid = read(cx, "gid_map");
+    if let (false, true, Some(f)) = (uid_written, gid_written, t.field("gid_map")) {
+        f.err(cx, "gid_map needs a uid_map: the user namespace maps both");
+        return None;
+    }
+    match (uid, gid) {
+        (Some((uid, _)), Some((gid, _))) => Some(IdMaps { uid, gid }),
+        (Some((uid, _)), None) if !gid_written => Some(IdMaps {
+            gid: uid.clone(),
+            uid,
+        }),
+        _ => None,
     }
 }
 

@@ -89,6 +89,8 @@ pub(crate) const CONTAINER: &[&str] = &[
     "oom_score_adj",
     "labels",
     "logging",
+    "uid_map",
+    "gid_map",
 ];
 /// `containers.NAME.depends_on.OTHER` (long form).
 pub(crate) const DEPENDENCY: &[&str] = &["condition", "required"];

@@ -17,6 +17,7 @@ mod diag;
 mod duration;
 pub mod env_file;
 mod host;
+mod idmap;
 mod image_ref;
 mod keys;
 mod model;

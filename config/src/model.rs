@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::caps::{CapSpec, Capability};
+pub use crate::idmap::{IdMaps, IdRange};
 pub use crate::image_ref::ImageRef;
 pub use crate::net::{Cidr, MacAddr};
 pub use crate::ports::{PortMapping, PortRange, Protocol};
@@ -402,6 +403,8 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
     /// Where its output goes.
     pub logging: ContainerLogging,
+    /// Its user namespace (`uid_map`, `gid_map`); `None`: the host's.
+    pub userns: Option<IdMaps>,
 }
 
 impl Container {

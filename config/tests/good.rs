@@ -140,6 +140,11 @@ fn full_resolves_every_field() {
             max_retries: Some(3)
         }
     );
+    let userns = migrate.userns.as_ref().unwrap();
+    assert_eq!(userns.host_uid(0), Some(100000));
+    assert_eq!(userns.host_gid(1000), Some(300000));
+    assert_eq!(userns.host_gid(1001), None);
+    assert!(m.containers["web"].userns.is_none());
 
     let web = &m.containers["web"];
     assert_eq!(
