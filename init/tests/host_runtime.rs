@@ -381,3 +381,112 @@ init = true"#,
     );
     h.runtime.cleanup(&c.name, &launch.cgroup);
 }
+
+/// `uid_map`: the container's root is host uid 100000. It still owns its
+/// image's files (a shifted copy of the layer), can set its hostname and
+/// create files, which land on the host owned by 100000; it cannot write a
+/// host directory that only the host's root may write; and everything it
+/// had mounted goes when it ends.
+#[test]
+fn a_user_namespace_makes_root_an_unprivileged_host_user() {
+    let h = Host::with_rootfs(|rootfs| {
+        for applet in ["stat", "chown"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+    });
+    let host_dir = h.dir.path().join("hostonly");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let script = "id -u; cat /proc/self/uid_map; stat -c '%u:%g' / /etc/passwd; \
+                  hostname inside && hostname; echo made > /made; chown 1000 /made; \
+                  touch /host/x 2>/dev/null; echo host=$?; touch /vol/x; echo vol=$?";
+    let (fail, code, out, err) = h.run(&format!(
+        "command = [\"sh\", \"-c\", {script:?}]\nuid_map = \"0:100000:65536\"\nvolumes = [\"{}:/host\", \"named:/vol\"]\ncap_add = [\"SYS_ADMIN\"]",
+        host_dir.display()
+    ));
+    assert_eq!((fail, code), (None, 0), "out={out} err={err}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "{out}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"]
+    );
+    assert_eq!(&lines[2..4], ["0:0", "0:0"], "{out}");
+    assert_eq!(lines[4], "inside");
+    assert_eq!(
+        lines[5], "host=1",
+        "the host's root-only directory was writable"
+    );
+    assert_eq!(lines[6], "vol=0", "{err}");
+
+    // On the host: what it made is owned by the mapped ids.
+    let made =
+        walk_find(&h.runtime.dirs.containers.join("c"), "made").expect("/made in the upper layer");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&made).unwrap();
+    assert_eq!((md.uid(), md.gid()), (101000, 100000));
+    let vol = std::fs::metadata(h.runtime.dirs.volumes.join("named/x")).unwrap();
+    assert_eq!((vol.uid(), vol.gid()), (100000, 100000));
+    assert!(std::fs::read_dir(&host_dir).unwrap().next().is_none());
+    // The shifted layer copy is in the store, owned by the mapped root.
+    let shifted: Vec<PathBuf> = std::fs::read_dir(h.runtime.store.root().join("shifted"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(shifted.len(), 1);
+    assert_eq!(
+        std::fs::metadata(shifted[0].join("bin/busybox"))
+            .unwrap()
+            .uid(),
+        100000
+    );
+    // Nothing left mounted on the host.
+    assert!(!mountinfo_mentions(h.dir.path()), "a mount was left behind");
+    assert!(!h.runtime.dirs.run.join("c").exists());
+
+    // A second run shares the copy; a user outside the map is refused.
+    let (fail, code, _, _) = h.run("command = [\"true\"]\nuid_map = \"0:100000:65536\"");
+    assert_eq!((fail, code), (None, 0));
+    let c = h.container("command = [\"true\"]\nuid_map = \"0:100000:1000\"\nuser = \"nobody\"");
+    let e = {
+        let _g = SERIAL.lock().unwrap();
+        h.runtime.spawn(&Real, &c, &NetSpec::default()).unwrap_err()
+    };
+    assert_eq!(e.to_string(), "uid 65534 is not in the container's uid_map");
+    assert!(!mountinfo_mentions(h.dir.path()));
+}
+
+/// `oom_score_adj` and rlimits reach the program with and without a user
+/// namespace. (Lowering oom_score_adj and raising a hard limit need
+/// CAP_SYS_RESOURCE, which this host's root lacks: the QEMU runtime
+/// scenario checks those.)
+#[test]
+fn oom_score_adj_and_rlimits_with_and_without_a_user_namespace() {
+    let h = Host::new();
+    // SAFETY: getrlimit writes into the struct we pass.
+    let mut own: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) }, 0);
+    let hard = own.rlim_max - 1;
+    for userns in ["", "uid_map = \"0:100000:65536\""] {
+        let (fail, code, out, err) = h.run(&format!(
+            "command = [\"sh\", \"-c\", \"cat /proc/self/oom_score_adj; ulimit -Hn; ulimit -Sn\"]\noom_score_adj = 500\nulimits = {{ nofile = {{ soft = 512, hard = {hard} }} }}\n{userns}"
+        ));
+        assert_eq!((fail, code), (None, 0), "{userns}: out={out} err={err}");
+        assert_eq!(out, format!("500\n{hard}\n512\n"), "{userns}");
+    }
+}
+
+fn walk_find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if e.file_type().ok()?.is_dir()
+            && let Some(found) = walk_find(&p, name)
+        {
+            return Some(found);
+        }
+    }
+    None
+}

@@ -17,6 +17,7 @@
 //! HEALTHCHECKs), and fills each container's STOPSIGNAL and HEALTHCHECK
 //! from its image where the manifest leaves them out.
 
+pub mod shift;
 pub mod store;
 pub mod unpack;
 

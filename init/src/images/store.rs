@@ -20,13 +20,17 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use berth_config::ImageRef;
+use berth_config::{IdMaps, ImageRef};
 use berth_image::oci::spec::ImageConfig;
 use berth_image::oci::store::{self as fmt, ImageRecord, LayerRecord};
 use berth_image::oci::{self, Archive, Digest, ImageSpec, Layer, Limits, Source};
 
+use super::shift;
 use super::unpack::{self, Options};
 use super::{Config, Error, Image};
+
+/// Where shifted copies of layers live in the writable root.
+pub const SHIFTED: &str = "shifted";
 
 /// A summary of one image, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +261,45 @@ impl Store {
             lowers,
             config: Config::from_oci(config.config.as_ref()),
         })
+    }
+
+    /// A copy of the layer directory `layer` owned by the host ids `maps`
+    /// gives the container's ids (see [`super::shift`]), for a container
+    /// in a user namespace. Made on first use, in `tmp/` then renamed to
+    /// `shifted/<layer>.<map key>` in the writable root once synced, so an
+    /// interrupted copy is never used; later calls return it at once.
+    pub fn shifted(&self, layer: &Path, maps: &IdMaps) -> Result<PathBuf, Error> {
+        let layer_name = layer
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = format!("{layer_name}.{}", shift::map_key(maps));
+        let dir = self.root.join(SHIFTED);
+        let dest = dir.join(&name);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let tmp_root = self.root.join(fmt::TMP);
+        let tmp = tmp_root.join(format!("shift-{name}"));
+        if tmp.exists() {
+            unpack::remove_dir_all(&tmp).map_err(|e| Error::Store {
+                op: "remove",
+                path: tmp.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        for d in [&tmp_root, &dir] {
+            std::fs::create_dir_all(d).map_err(io_err("create", d))?;
+        }
+        shift::copy_tree(layer, &tmp, maps).map_err(|(path, e)| Error::Store {
+            op: "copy with shifted owners",
+            path,
+            detail: e.to_string(),
+        })?;
+        crate::sys::syncfs(&tmp).map_err(io_err("sync", &tmp))?;
+        std::fs::rename(&tmp, &dest).map_err(io_err("rename", &tmp))?;
+        crate::sys::fsync_dir(&dir).map_err(io_err("sync", &dir))?;
+        Ok(dest)
     }
 
     /// Every image with its size, sorted by first name.
@@ -563,6 +606,25 @@ impl Store {
                     })?;
                     report.layers += 1;
                 }
+            }
+        }
+        // Shifted copies go with their layer, unless a container has them
+        // mounted.
+        let shifted = self.root.join(SHIFTED);
+        if let Ok(entries) = std::fs::read_dir(&shifted) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let hex = name.split('.').next().unwrap_or_default();
+                let p = e.path();
+                if used_layers.contains(hex) || busy.contains(&p) {
+                    continue;
+                }
+                unpack::remove_dir_all(&p).map_err(|e| Error::Store {
+                    op: "remove",
+                    path: p.clone(),
+                    detail: e.to_string(),
+                })?;
+                report.layers += 1;
             }
         }
         let blobs = self.root.join(fmt::BLOBS);

@@ -39,8 +39,9 @@ pub struct Context<'a> {
     pub sysctls: &'a [(String, String)],
     /// rlimits: (resource, soft, hard).
     pub rlimits: &'a [(u32, u64, u64)],
-    /// oom_score_adj.
-    pub oom_score_adj: i32,
+    /// Whether it is in a user namespace of its own: berth has mounted the
+    /// root (see [`super::userns`]).
+    pub userns: bool,
     /// The hostname, when the container has its own UTS namespace name.
     pub hostname: Option<&'a str>,
     /// berth's own binary, to run as the container's init (`init = true`).
@@ -77,6 +78,21 @@ fn sys<T>(step: &str, path: Option<&Path>, r: nix::Result<T>) -> R<T> {
 
 fn setup(cx: &Context<'_>) -> R<Infallible> {
     reset_signals();
+    message::wait_ready(cx.sync)?;
+    if cx.userns {
+        // Become the namespace's root (mapped now), so that what setup
+        // creates belongs to the container.
+        sys(
+            "become the namespace's root",
+            None,
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into()),
+        )?;
+        sys(
+            "become the namespace's root",
+            None,
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into()),
+        )?;
+    }
     for (i, fd) in cx.stdio.iter().enumerate() {
         // SAFETY: dup2 onto 0, 1 and 2, which nothing in this process uses
         // as a Rust-owned descriptor; the sources are open.
@@ -109,17 +125,33 @@ fn setup(cx: &Context<'_>) -> R<Infallible> {
             None::<&str>,
         ),
     )?;
-    sys(
-        "mount overlay root",
-        Some(&spec.rootfs),
-        nix::mount::mount(
-            Some("overlay"),
-            &spec.rootfs,
-            Some("overlay"),
-            MsFlags::MS_NODEV,
-            Some(spec.overlay_options().as_str()),
-        ),
-    )?;
+    if cx.userns {
+        // berth mounted the root; inherited, it is locked to this namespace
+        // and pivot_root refuses it, so bind it onto itself.
+        sys(
+            "bind the root",
+            Some(&spec.rootfs),
+            nix::mount::mount(
+                Some(&spec.rootfs),
+                &spec.rootfs,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            ),
+        )?;
+    } else {
+        sys(
+            "mount overlay root",
+            Some(&spec.rootfs),
+            nix::mount::mount(
+                Some("overlay"),
+                &spec.rootfs,
+                Some("overlay"),
+                MsFlags::MS_NODEV,
+                Some(spec.overlay_options().as_str()),
+            ),
+        )?;
+    }
     let root: OwnedFd = sys(
         "open root",
         Some(&spec.rootfs),
@@ -177,16 +209,6 @@ fn setup(cx: &Context<'_>) -> R<Infallible> {
                 Errno::last(),
             ));
         }
-    }
-    if cx.oom_score_adj != 0 {
-        std::fs::write("/proc/self/oom_score_adj", cx.oom_score_adj.to_string()).map_err(|e| {
-            Failure {
-                step: "set oom_score_adj".into(),
-                path: Some("/proc/self/oom_score_adj".into()),
-                errno: e.raw_os_error().unwrap_or(0),
-                detail: String::new(),
-            }
-        })?;
     }
     close_other_fds();
 

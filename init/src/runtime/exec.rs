@@ -50,6 +50,8 @@ pub struct Target<'a> {
     pub cwd: &'a Path,
     /// Whether stdin is a terminal to make the controlling terminal.
     pub tty: bool,
+    /// Whether the container has a user namespace of its own, to join too.
+    pub userns: bool,
 }
 
 /// A started command.
@@ -157,12 +159,17 @@ fn helper_main(
         // SAFETY: ends the helper at once, running nothing copied from PID 1.
         unsafe { libc::_exit(127) }
     };
-    let flags = libc::CLONE_NEWNS
+    let mut flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWCGROUP;
+    if t.userns {
+        // Joined first by the kernel, so the rest are joined with the
+        // namespace's capabilities.
+        flags |= libc::CLONE_NEWUSER;
+    }
     // SAFETY: setns with a valid pidfd and namespace flags.
     if unsafe { libc::setns(pidfd.as_raw_fd(), flags) } != 0 {
         fail(Failure::sys(

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 /// The byte that releases the child.
 pub const GO: u8 = b'G';
 
+/// berth to the child, first: the steps outside are done (the user
+/// namespace's maps, limits); set up.
+pub const READY: u8 = b'R';
+
 /// The largest message.
 pub const MAX: usize = 4096;
 
@@ -98,6 +102,40 @@ pub fn try_recv_failure(fd: BorrowedFd<'_>) -> Option<Failure> {
     match nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
         Ok(n) if n > 0 => decode(&buf[..n]),
         _ => None,
+    }
+}
+
+/// Tells the child that the steps outside are done.
+pub fn send_ready(fd: BorrowedFd<'_>) {
+    let _ = nix::unistd::write(fd, &[READY]);
+}
+
+/// Waits for [`READY`]; a [`Failure`] berth sent instead (a step outside
+/// failed) is returned as the child's own.
+pub fn wait_ready(fd: BorrowedFd<'_>) -> Result<(), Failure> {
+    let mut buf = vec![0u8; MAX];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(1) if buf[0] == READY => return Ok(()),
+            Ok(0) => {
+                return Err(Failure {
+                    step: "wait for berth".into(),
+                    path: None,
+                    errno: 0,
+                    detail: "berth withdrew the start".into(),
+                });
+            }
+            Ok(n) => {
+                return Err(decode(&buf[..n]).unwrap_or_else(|| Failure {
+                    step: "wait for berth".into(),
+                    path: None,
+                    errno: 0,
+                    detail: "unexpected message".into(),
+                }));
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Failure::sys("wait for berth", None, e)),
+        }
     }
 }
 

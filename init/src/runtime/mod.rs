@@ -21,6 +21,7 @@ pub mod rootfs;
 pub mod security;
 pub mod spec;
 pub mod user;
+pub mod userns;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -58,6 +59,20 @@ pub enum Error {
     Sys {
         /// What was being done.
         step: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+    /// {kind} {id} is not in the container's {kind}_map
+    Unmapped {
+        /// "uid" or "gid".
+        kind: &'static str,
+        /// The container's id.
+        id: u32,
+    },
+    /// cannot mount the root at {path}: {errno}
+    Mount {
+        /// The mount point.
+        path: PathBuf,
         /// The error.
         errno: Errno,
     },
@@ -108,6 +123,8 @@ pub struct ExecContext {
     pub env: Vec<String>,
     /// The working directory.
     pub cwd: PathBuf,
+    /// Whether it has a user namespace of its own.
+    pub userns: bool,
 }
 
 /// What the runtime needs from the host.
@@ -195,6 +212,15 @@ impl Runtime {
         let (passwd, group) = account_files(&spec);
         let ids = user::resolve(spec.user.as_ref(), &c.group_add, &passwd, &group)?;
         let mut spec = spec;
+        let maps = c.userns.as_ref();
+        if let Some(maps) = maps {
+            userns::check_ids(maps, &ids)?;
+            spec.lowers = spec
+                .lowers
+                .iter()
+                .map(|l| self.store.shifted(l, maps))
+                .collect::<Result<_, _>>()?;
+        }
         if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
             let home = ids.home.clone().unwrap_or_else(|| PathBuf::from("/"));
             spec.env.push(format!("HOME={}", home.display()));
@@ -211,15 +237,25 @@ impl Runtime {
         std::fs::create_dir_all(&spec.rootfs).map_err(prepare_err(&spec.rootfs))?;
         for (host, _, contents) in &spec.files {
             std::fs::write(host, contents).map_err(prepare_err(host))?;
+            if let Some(maps) = maps {
+                userns::own(host, maps)?;
+            }
         }
         for d in [&spec.upper.0, &spec.upper.1] {
             std::fs::create_dir_all(d).map_err(prepare_err(d))?;
+        }
+        if let Some(maps) = maps {
+            // The merged root's owner is the upper directory's.
+            userns::own(&spec.upper.0, maps)?;
         }
         for m in &spec.mounts {
             if let rootfs::UserMount::Bind { source, .. } = m
                 && !source.exists()
             {
                 std::fs::create_dir_all(source).map_err(prepare_err(source))?;
+                if let Some(maps) = maps {
+                    userns::own(source, maps)?;
+                }
             }
         }
         let devices: Vec<(PathBuf, PathBuf)> = c
@@ -246,9 +282,21 @@ impl Runtime {
             .map(|u| (u.name.resource(), u.soft, u.hard))
             .collect();
 
-        let cgroup_dir = cgroup::create(sys, &self.cgroups, &c.name, &c.resources)?;
+        if maps.is_some() {
+            userns::mount_root(&spec.rootfs, &spec.overlay_options())?;
+        }
+        let cgroup_dir = match cgroup::create(sys, &self.cgroups, &c.name, &c.resources) {
+            Ok(d) => d,
+            Err(e) => {
+                userns::unmount_root(&spec.rootfs);
+                return Err(e.into());
+            }
+        };
         let cleanup = |e: Error| {
             cgroup::remove(&cgroup_dir);
+            if maps.is_some() {
+                userns::unmount_root(&spec.rootfs);
+            }
             let _ = std::fs::remove_dir_all(&run);
             e
         };
@@ -285,6 +333,9 @@ impl Runtime {
         if !c.pid_host {
             flags |= libc::CLONE_NEWPID as u64;
         }
+        if maps.is_some() {
+            flags |= libc::CLONE_NEWUSER as u64;
+        }
         // The container's init is berth itself, opened before the child
         // leaves the host's filesystem.
         let init: Option<OwnedFd> = if c.init {
@@ -309,7 +360,7 @@ impl Runtime {
             plan: &plan,
             sysctls: &sysctls,
             rlimits: &rlimits,
-            oom_score_adj: c.oom_score_adj,
+            userns: maps.is_some(),
             hostname: c.hostname.as_deref(),
             init: init.as_ref().map(|f| f.as_fd()),
             join_netns: join.as_ref().map(|f| f.as_fd()),
@@ -330,6 +381,14 @@ impl Runtime {
         };
         let spawned = Instant::now();
         drop((child_sync, out_w, err_w, null, cgroup_fd, init, join));
+        // The child waits for this word before it does anything: the steps
+        // that need the host's namespace come first. A failure here reaches
+        // the child, which reports it as its own and exits, so it arrives
+        // like any setup failure.
+        match outside_steps(pid, c, maps, &rlimits) {
+            Ok(()) => message::send_ready(parent_sync.as_fd()),
+            Err(f) => message::send_failure(parent_sync.as_fd(), &f),
+        }
         Ok(Launch {
             pid,
             cgroup: cgroup_dir,
@@ -342,8 +401,9 @@ impl Runtime {
                 security,
                 env: spec.env,
                 cwd: spec.cwd,
+                userns: maps.is_some(),
             },
-            layers: image.lowers.clone(),
+            layers: spec.lowers,
         })
     }
 
@@ -352,13 +412,89 @@ impl Runtime {
     /// Returns false while the cgroup is still being released.
     pub fn cleanup(&self, name: &str, cgroup: &Path) -> bool {
         let gone = cgroup::remove(cgroup);
-        let _ = std::fs::remove_dir_all(self.dirs.run.join(name));
+        let run = self.dirs.run.join(name);
+        // A container in a user namespace has its root mounted in berth's
+        // namespace: detach it first, or removing the directory would
+        // reach into the container's files.
+        let rootfs = run.join(spec::ROOTFS);
+        userns::unmount_root(&rootfs);
+        if !is_mount_point(&rootfs) {
+            let _ = std::fs::remove_dir_all(&run);
+        }
         gone
     }
 
     /// Removes a container's writable layer (when it is removed for good).
     pub fn remove_layer(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.dirs.containers.join(name));
+    }
+}
+
+/// What berth does for a new container from the host's namespace, between
+/// clone3 and the child's first step: the user namespace's maps; hard
+/// rlimits above berth's own, which a child in a user namespace cannot
+/// raise (its own setrlimit then sets the exact values); oom_score_adj,
+/// which only the host's root may lower.
+fn outside_steps(
+    pid: i32,
+    c: &Container,
+    maps: Option<&berth_config::IdMaps>,
+    rlimits: &[(u32, u64, u64)],
+) -> Result<(), Failure> {
+    if let Some(maps) = maps {
+        userns::write_maps(pid, maps).map_err(|e| Failure {
+            step: "write the user namespace's maps".into(),
+            path: Some(format!("/proc/{pid}/uid_map")),
+            errno: 0,
+            detail: e.to_string(),
+        })?;
+        for &(resource, _, hard) in rlimits {
+            raise_hard_limit(pid, resource, hard)
+                .map_err(|e| Failure::sys(format!("prlimit {resource}"), None, e))?;
+        }
+    }
+    if c.oom_score_adj != 0 {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, c.oom_score_adj.to_string()).map_err(|e| Failure {
+            step: "set oom_score_adj".into(),
+            path: Some(path.clone()),
+            errno: e.raw_os_error().unwrap_or(0),
+            detail: String::new(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Raises process `pid`'s hard limit on `resource` to `hard` if it is
+/// lower, keeping its soft limit.
+fn raise_hard_limit(pid: i32, resource: u32, hard: u64) -> Result<(), Errno> {
+    // SAFETY: rlimit is plain old data; zeroed is a valid value to overwrite.
+    let mut old: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: prlimit reads nothing and writes the old limits into `old`.
+    if unsafe { libc::prlimit(pid, resource as _, std::ptr::null(), &mut old) } != 0 {
+        return Err(Errno::last());
+    }
+    if old.rlim_max >= hard {
+        return Ok(());
+    }
+    let new = libc::rlimit {
+        rlim_cur: old.rlim_cur,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit reads `new`; berth holds CAP_SYS_RESOURCE.
+    Errno::result(unsafe { libc::prlimit(pid, resource as _, &new, std::ptr::null_mut()) })
+        .map(drop)
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
     }
 }
 

@@ -56,6 +56,9 @@ impl Default for StateDirs {
     }
 }
 
+/// The root's mount point in a container's runtime directory.
+pub const ROOTFS: &str = "rootfs";
+
 /// A container, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
@@ -250,7 +253,7 @@ pub fn resolve(
         lowers: image.lowers.clone(),
         upper,
         read_only: c.read_only,
-        rootfs: run.join("rootfs"),
+        rootfs: run.join(ROOTFS),
         argv: argv(c, image)?,
         env: env(c, image, &env_files),
         cwd: c

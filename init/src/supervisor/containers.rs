@@ -540,6 +540,7 @@ impl Containers {
             env: &env,
             cwd: &l.context.cwd,
             tty: req.tty,
+            userns: l.context.userns,
         };
         let [i, o, e] = &req.stdio;
         let started =
@@ -742,6 +743,7 @@ impl Containers {
             env: &l.context.env,
             cwd: &l.context.cwd,
             tty: false,
+            userns: l.context.userns,
         };
         let started = match exec::spawn(
             &target,
