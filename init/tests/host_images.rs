@@ -639,3 +639,121 @@ fn prune_removes_what_nothing_uses_and_spares_running_layers() {
     let r = store.gc(&none, &std::collections::BTreeSet::new()).unwrap();
     assert_eq!((r.images, r.layers, r.blobs), (0, 0, 0), "{r:?}");
 }
+
+/// A shifted copy (a container in a user namespace) keeps everything a
+/// layer holds but its owners, which move by the map: hard links stay
+/// links, whiteouts stay whiteouts, the opaque marker and other extended
+/// attributes stay, set-id bits survive the chown, file capabilities are
+/// rewritten for the namespace's root, and unmapped owners become 65534.
+#[test]
+fn shifted_copies_keep_the_layer_and_move_its_owners() {
+    use berth::images::shift::copy_tree;
+    use berth_config::{IdMaps, IdRange};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("layer");
+    std::fs::create_dir_all(src.join("dir/sub")).unwrap();
+    std::fs::write(src.join("dir/file"), "data").unwrap();
+    std::fs::hard_link(src.join("dir/file"), src.join("link")).unwrap();
+    std::os::unix::fs::symlink("dir/file", src.join("sym")).unwrap();
+    std::fs::write(src.join("suid"), "x").unwrap();
+    std::fs::write(src.join("far"), "x").unwrap();
+    std::os::unix::fs::lchown(src.join("dir/file"), Some(1000), Some(50)).unwrap();
+    std::os::unix::fs::lchown(src.join("far"), Some(70000), Some(70000)).unwrap();
+    std::os::unix::fs::lchown(src.join("sym"), Some(7), Some(7)).unwrap();
+    nix::sys::stat::mknod(
+        &src.join("gone"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    let setx = |p: &Path, name: &str, value: &[u8]| {
+        let p = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        // SAFETY: NUL-terminated strings and a valid buffer.
+        let rc = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{name}: {}", std::io::Error::last_os_error());
+    };
+    setx(&src.join("dir/sub"), "trusted.overlay.opaque", b"y");
+    setx(&src.join("dir/file"), "user.note", b"kept");
+    // v2 capability: CAP_NET_RAW, effective.
+    let mut cap = 0x0200_0001u32.to_le_bytes().to_vec();
+    cap.extend_from_slice(&(1u32 << 13).to_le_bytes());
+    cap.extend_from_slice(&[0; 12]);
+    setx(&src.join("suid"), "security.capability", &cap);
+    std::fs::set_permissions(
+        src.join("suid"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+
+    let r = |host| IdRange {
+        container: 0,
+        host,
+        size: 65536,
+    };
+    let maps = IdMaps {
+        uid: vec![r(100000)],
+        gid: vec![r(200000)],
+    };
+    let dst = d.path().join("shifted");
+    copy_tree(&src, &dst, &maps).unwrap();
+
+    let md = |p: &str| std::fs::symlink_metadata(dst.join(p)).unwrap();
+    let ids = |p: &str| (md(p).uid(), md(p).gid());
+    assert_eq!(ids(""), (100000, 200000));
+    assert_eq!(ids("dir/file"), (101000, 200050));
+    assert_eq!(ids("sym"), (100007, 200007));
+    assert_eq!(ids("far"), (65534, 65534), "unmapped owners");
+    assert_eq!(md("link").ino(), md("dir/file").ino(), "hard link kept");
+    assert_eq!(std::fs::read_to_string(dst.join("link")).unwrap(), "data");
+    assert_eq!(
+        std::fs::read_link(dst.join("sym")).unwrap(),
+        Path::new("dir/file")
+    );
+    assert!(md("gone").file_type().is_char_device() && md("gone").rdev() == 0);
+    assert!(md("fifo").file_type().is_fifo());
+    assert_eq!(md("fifo").mode() & 0o7777, 0o640);
+    assert_eq!(md("suid").mode() & 0o7777, 0o4755, "set-uid survives chown");
+    let getx = |p: &str, name: &str| -> Option<Vec<u8>> {
+        let p = std::ffi::CString::new(dst.join(p).as_os_str().as_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        let mut buf = vec![0u8; 256];
+        // SAFETY: NUL-terminated strings and a buffer of buf.len() bytes.
+        let len =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        (len >= 0).then(|| buf[..len as usize].to_vec())
+    };
+    assert_eq!(
+        getx("dir/sub", "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(getx("dir/file", "user.note").as_deref(), Some(&b"kept"[..]));
+    let cap = getx("suid", "security.capability").expect("capability kept");
+    assert_eq!(cap.len(), 24, "v3");
+    assert_eq!(&cap[20..24], &100000u32.to_le_bytes(), "root id shifted");
+    assert_eq!(
+        md("dir/file").modified().unwrap(),
+        std::fs::symlink_metadata(src.join("dir/file"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    );
+}

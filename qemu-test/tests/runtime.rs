@@ -130,6 +130,20 @@ image = "busybox:latest"
 volumes = ["/var/lib/berth/shared:/in:ro"]
 depends_on = { writer = { condition = "service_completed_successfully" } }
 command = ["sh", "-c", "cat /in/hello; touch /in/z 2>/dev/null; echo ro=$?"]
+
+# A user namespace: root inside is host uid 100000. Lowering oom_score_adj
+# and raising the hard nofile limit past berth's own need the host's
+# namespace: berth sets them from outside. The health check runs through
+# berth exec's path, which must join the user namespace too.
+[containers.userns]
+image = "busybox:latest"
+uid_map = "0:100000:65536"
+oom_score_adj = -500
+ulimits = { nofile = { soft = 1024, hard = 1048576 } }
+volumes = ["userns-vol:/vol"]
+command = ["sh", "-c", "echo uid=$(id -u); echo map $(cat /proc/self/uid_map); echo oom=$(cat /proc/self/oom_score_adj); echo hard=$(ulimit -Hn); echo made > /made && echo root=$(stat -c %u /made); touch /vol/x; echo vol=$?; touch /sys/fs/cgroup/x 2>/dev/null; echo cgroup=$?; echo ready; exec sleep 600"]
+healthcheck = { test = "grep -q 100000 /proc/self/uid_map && test $(id -u) = 0", interval = "1s" }
+stop_signal = "SIGKILL"
 "#;
 
 #[test]
@@ -149,6 +163,7 @@ fn isolation_security_defaults_and_cleanup() {
     ];
     wait_states(&vm, &all, &["exited"]);
     wait_states(&vm, &["missing"], &["failed"]);
+    wait_console(&vm, " userns | ready");
 
     // Its own PID namespace (it is PID 1 and sees only itself and its
     // children) and its own hostname.
@@ -187,6 +202,42 @@ fn isolation_security_defaults_and_cleanup() {
 
     // A bind volume's writes are on the host: another container sees them.
     assert_eq!(output(&vm, "reader"), ["written-by-writer", "ro=1"]);
+
+    // A user namespace: root inside, host uid 100000 outside, with the
+    // limits only the host's namespace could set.
+    let u: Vec<String> = output(&vm, "userns")
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        u,
+        [
+            "uid=0",
+            "map 0 100000 65536",
+            "oom=-500",
+            "hard=1048576",
+            "root=0",
+            "vol=0",
+            "cgroup=1",
+            "ready"
+        ]
+    );
+    let deadline = Instant::now() + WAIT;
+    while container(&vm, "userns")["health"] != "healthy" {
+        assert!(
+            Instant::now() < deadline,
+            "the user namespace's health check never passed: {:#}",
+            container(&vm, "userns")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Stopped, it leaves no mount behind in berth's namespace either (its
+    // root was mounted there); counted below with the rest.
+    let (status, body) = vm
+        .http("POST", "/v1/containers/userns/stop", None, HTTP_TIMEOUT)
+        .unwrap();
+    assert!(status < 300, "{status} {body}");
+    wait_states(&vm, &["userns"], &["stopped"]);
 
     // A missing binary: a clear error naming the container, the step and
     // the path, and nothing left behind.
