@@ -638,6 +638,34 @@ fn prune_removes_what_nothing_uses_and_spares_running_layers() {
     assert_eq!(store.resolve(&app).unwrap().lowers, new.lowers);
     let r = store.gc(&none, &std::collections::BTreeSet::new()).unwrap();
     assert_eq!((r.images, r.layers, r.blobs), (0, 0, 0), "{r:?}");
+
+    // Shifted copies (containers in a user namespace) go with their layer,
+    // unless a container has one mounted.
+    let range = berth_config::IdRange {
+        container: 0,
+        host: 100000,
+        size: 65536,
+    };
+    let maps = berth_config::IdMaps {
+        uid: vec![range],
+        gid: vec![range],
+    };
+    let kept = store.shifted(&new.lowers[0], &maps).unwrap();
+    assert_eq!(store.shifted(&new.lowers[0], &maps).unwrap(), kept);
+    assert_eq!(std::fs::read(kept.join("v")).unwrap(), b"two");
+    let orphan = |n: char| {
+        let p = store
+            .root()
+            .join("shifted")
+            .join(format!("{}.0123456789ab", n.to_string().repeat(64)));
+        std::fs::create_dir_all(p.join("etc")).unwrap();
+        p
+    };
+    let (gone, mounted) = (orphan('a'), orphan('b'));
+    let busy: std::collections::BTreeSet<PathBuf> = [mounted.clone()].into();
+    let r = store.gc(&none, &busy).unwrap();
+    assert_eq!(r.layers, 1, "{r:?}");
+    assert!(!gone.exists() && mounted.is_dir() && kept.is_dir());
 }
 
 /// A shifted copy (a container in a user namespace) keeps everything a
