@@ -240,14 +240,19 @@ fn memory_now(g: &Guest) -> Result<Value> {
     }))
 }
 
-/// Memory with 0, 10 and 100 idle containers, then 200 containers: the
-/// time until all run, berth's CPU while they idle, a restart storm.
-pub fn fleets(g: &Guest, idle_secs: usize) -> Result<(Value, Value)> {
+/// Memory with 0 and 10 idle containers (the 10 are left running).
+pub fn memory(g: &Guest) -> Result<Value> {
+    Ok(Value::Object(idle_memory(g, &[10])?))
+}
+
+/// Memory with 0 idle containers, then with each count of `counts` in
+/// turn, the fleet grown by manifest reloads.
+fn idle_memory(g: &Guest, counts: &[usize]) -> Result<serde_json::Map<String, Value>> {
     let mut memory = serde_json::Map::new();
     memory.insert("idle_0".into(), memory_now(g)?);
     log("memory: 0 idle containers measured");
     let mut from = 0;
-    for n in [10, 100] {
+    for &n in counts {
         let f = fleet(g, n, from)?;
         from = n;
         log(&format!(
@@ -256,6 +261,14 @@ pub fn fleets(g: &Guest, idle_secs: usize) -> Result<(Value, Value)> {
         ));
         memory.insert(format!("idle_{n}"), memory_now(g)?);
     }
+    Ok(memory)
+}
+
+/// Memory with 0, 10 and 100 idle containers, then 200 containers: the
+/// time until all run, berth's CPU while they idle, a restart storm.
+pub fn fleets(g: &Guest, idle_secs: usize) -> Result<(Value, Value)> {
+    let mut memory = idle_memory(g, &[10, 100])?;
+    let from = 100;
     // Back to none (SIGKILL stops them at once), then 200 from nothing.
     fleet(g, 0, from)?;
     std::thread::sleep(Duration::from_secs(3));

@@ -13,7 +13,8 @@
 //!
 //! Sections, in the order they run: `size`, `boot`, `start`, `ports`,
 //! `scale` (memory with 0/10/100 idle containers, and 200 containers),
-//! `callgrind`, `unpack`. It writes `bench/results.json` (every sample)
+//! `callgrind`, `unpack`; `memory` alone is the quick part of `scale`:
+//! memory with 0 and 10 idle containers. It writes `bench/results.json` (every sample)
 //! and `docs/benchmarks.md` (the tables, made from the JSON) from one run.
 //!
 //! Where the code is:
@@ -95,11 +96,12 @@ struct Args {
     render_only: bool,
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "size",
     "boot",
     "start",
     "ports",
+    "memory",
     "scale",
     "callgrind",
     "unpack",
@@ -272,7 +274,7 @@ fn run(a: &Args) -> Result<()> {
         results.insert("boot".into(), v);
     }
 
-    if wants("start") || wants("ports") || wants("scale") {
+    if wants("start") || wants("ports") || wants("memory") || wants("scale") {
         log("main guest: building and booting berth's main bench image");
         let image = images::berth_main(&inputs)?;
         let g = guest::Guest::boot(&image)?;
@@ -294,6 +296,9 @@ fn run(a: &Args) -> Result<()> {
             let (memory, scale) = guest::fleets(&g, a.idle_secs)?;
             results.insert("memory".into(), memory);
             results.insert("scale".into(), scale);
+        } else if wants("memory") {
+            log("memory: 0 and 10 idle containers");
+            results.insert("memory".into(), guest::memory(&g)?);
         }
         let berth_lines: Vec<String> = g
             .vm()
