@@ -28,3 +28,5 @@ pub mod runtime;
 pub mod storage;
 pub mod supervisor;
 pub mod sys;
+#[cfg(test)]
+mod test_alloc;
