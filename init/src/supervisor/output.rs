@@ -6,11 +6,39 @@
 //! itself down (its pipe fills and its writes wait); PID 1 reads each pipe
 //! in its turn, a bounded chunk at a time, so no stream can starve another
 //! or the event loop.
+//!
+//! The pumps of all containers share one read buffer ([`CHUNK`] bytes): a
+//! pump reads into it and splits what it read into lines before it awaits
+//! again, so no two pumps ever hold it at once, and an idle container costs
+//! no buffer of its own.
 
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 
 /// The most bytes of one line shown; longer lines are cut with a marker.
 pub const MAX_LINE: usize = 16 * 1024;
+
+/// The most bytes read from a pipe at once, before the pump lets other
+/// tasks run.
+pub const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer every pump on this thread (PID 1's event loop) uses
+    /// in turn; allocated at the first read.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Reads once from `fd` into the shared buffer and splits the bytes into
+/// `lines`: how many bytes it read, and the complete lines.
+fn read_lines(fd: &OwnedFd, lines: &mut Lines) -> std::io::Result<(usize, Vec<String>)> {
+    READ_BUF.with_borrow_mut(|buf| {
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        let n = nix::unistd::read(fd, buf)?;
+        Ok((n, lines.feed(&buf[..n])))
+    })
+}
 
 /// Which stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,17 +93,14 @@ pub async fn pump(fd: OwnedFd, mut sink: impl FnMut(&[String])) {
         return;
     };
     let mut lines = Lines::default();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let Ok(mut guard) = fd.readable().await else {
             break;
         };
-        match guard
-            .try_io(|f| nix::unistd::read(f.get_ref(), &mut buf).map_err(std::io::Error::from))
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(n)) => {
-                sink(&lines.feed(&buf[..n]));
+        match guard.try_io(|f| read_lines(f.get_ref(), &mut lines)) {
+            Ok(Ok((0, _))) | Ok(Err(_)) => break,
+            Ok(Ok((_, got))) => {
+                sink(&got);
                 // Let other tasks run between chunks.
                 tokio::task::yield_now().await;
             }
@@ -134,5 +159,57 @@ mod tests {
         let mut got = Vec::new();
         rt.block_on(pump(r, |l| got.extend_from_slice(l)));
         assert_eq!(got, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn a_chunk_at_a_time() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // More than a chunk, in one write the pipe holds whole.
+        nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4 * CHUNK as i32)).unwrap();
+        let mut text = "x\n".repeat(CHUNK / 2 + 10);
+        text.push_str("end\n");
+        nix::unistd::write(&w, text.as_bytes()).unwrap();
+        drop(w);
+        let mut batches = Vec::new();
+        rt.block_on(pump(r, |l| batches.push(l.len())));
+        assert_eq!(batches, [CHUNK / 2, 11]);
+    }
+
+    #[test]
+    fn idle_pumps_share_one_read_buffer() {
+        const PUMPS: usize = 20;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut writers = Vec::new();
+        let grew = local.block_on(&rt, async {
+            let before = crate::test_alloc::live_bytes();
+            for _ in 0..PUMPS {
+                let (r, w) = nix::unistd::pipe().unwrap();
+                nix::unistd::write(&w, b"hello\n").unwrap();
+                // The write end stays open: each pump then waits, idle.
+                writers.push(w);
+                let seen = seen.clone();
+                tokio::task::spawn_local(pump(r, move |l| seen.set(seen.get() + l.len())));
+            }
+            while seen.get() < PUMPS {
+                tokio::task::yield_now().await;
+            }
+            crate::test_alloc::live_bytes() - before
+        });
+        // Each idle pump holds its task and a partial line, no buffer: all
+        // of them together far less than a chunk each.
+        let grew = usize::try_from(grew).unwrap();
+        assert!(
+            grew < CHUNK + PUMPS * CHUNK / 4,
+            "{PUMPS} idle pumps keep {grew} bytes"
+        );
     }
 }
