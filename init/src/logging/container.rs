@@ -59,9 +59,14 @@ pub struct ContainerLog {
     syslog: bool,
     /// Its current process, for syslog's PROCID.
     pub pid: u32,
-    /// Lines as stored, for `logs --follow`.
-    followers: tokio::sync::broadcast::Sender<String>,
+    /// Lines as stored, for `logs --follow`: a channel of
+    /// [`FOLLOW_BACKLOG`] lines while anyone follows, none otherwise (an
+    /// idle container keeps no backlog).
+    followers: Option<tokio::sync::broadcast::Sender<String>>,
 }
+
+/// Lines a follower may fall behind by before it misses some.
+pub const FOLLOW_BACKLOG: usize = 1024;
 
 impl ContainerLog {
     /// The log of container `name`.
@@ -74,7 +79,7 @@ impl ContainerLog {
                 .map(|f| Rotating::new(&f.dir, name, f.max_size, f.max_files)),
             syslog: cfg.syslog,
             pid: 0,
-            followers: tokio::sync::broadcast::channel(1024).0,
+            followers: None,
         }
     }
 
@@ -84,8 +89,10 @@ impl ContainerLog {
     }
 
     /// New lines, as stored, as they come.
-    pub fn follow(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.followers.subscribe()
+    pub fn follow(&mut self) -> tokio::sync::broadcast::Receiver<String> {
+        self.followers
+            .get_or_insert_with(|| tokio::sync::broadcast::channel(FOLLOW_BACKLOG).0)
+            .subscribe()
     }
 
     /// Takes a batch of lines from one stream.
@@ -97,18 +104,26 @@ impl ContainerLog {
             Stream::Out => "stdout",
             Stream::Err => "stderr",
         };
+        // The last follower gone, its channel goes too.
+        if self
+            .followers
+            .as_ref()
+            .is_some_and(|f| f.receiver_count() == 0)
+        {
+            self.followers = None;
+        }
         // Each line is stamped and formatted once, for the file and for
         // followers alike.
-        let followed = self.followers.receiver_count() > 0;
+        let followed = self.followers.is_some();
         if followed || self.file.is_some() {
             let now = SystemTime::now();
             let mut buf = String::new();
             for l in lines {
                 let start = buf.len();
                 buf.push_str(&files::line(now, tag, l));
-                if followed {
+                if let Some(f) = self.followers.as_ref() {
                     let stored = buf[start..].trim_end_matches('\n');
-                    let _ = self.followers.send(stored.to_string());
+                    let _ = f.send(stored.to_string());
                 }
             }
             if let Some(f) = self.file.as_mut() {
@@ -213,5 +228,36 @@ mod tests {
         let mut rx = log.follow();
         log.lines(Stream::Out, &["alone".to_string()]);
         assert!(rx.try_recv().unwrap().ends_with("Z stdout alone"));
+    }
+
+    #[test]
+    fn a_backlog_only_while_followed() {
+        let cfg = ContainerLogging {
+            console: false,
+            files: false,
+            syslog: false,
+        };
+        let before = crate::test_alloc::live_bytes();
+        let mut log = ContainerLog::new("idle", &cfg, None);
+        let unfollowed = crate::test_alloc::live_bytes() - before;
+        assert!(
+            unfollowed < 1024,
+            "an unfollowed log keeps {unfollowed} bytes"
+        );
+        let rx = log.follow();
+        let followed = crate::test_alloc::live_bytes() - before;
+        // The channel's slots, at least a pointer's worth each.
+        assert!(followed > (FOLLOW_BACKLOG * 8) as isize, "{followed}");
+        drop(rx);
+        log.lines(Stream::Out, &["after".to_string()]);
+        let left = crate::test_alloc::live_bytes() - before;
+        assert!(
+            left < 1024,
+            "the last follower gone, the log keeps {left} bytes"
+        );
+        // A new follower gets the lines from then on.
+        let mut rx = log.follow();
+        log.lines(Stream::Out, &["again".to_string()]);
+        assert!(rx.try_recv().unwrap().ends_with("Z stdout again"));
     }
 }

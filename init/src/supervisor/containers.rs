@@ -505,7 +505,7 @@ impl Containers {
         let log = self.logs.entry(name.to_string()).or_insert_with(|| {
             Rc::new(RefCell::new(ContainerLog::new(name, &cfg, files.as_ref())))
         });
-        let log = log.borrow();
+        let mut log = log.borrow_mut();
         Some(crate::api::LogSource {
             files: log.files(),
             follow: log.follow(),
