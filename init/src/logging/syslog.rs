@@ -1,6 +1,7 @@
 //! Remote syslog: berth's records and containers' lines sent to a syslog
-//! receiver over UDP or TCP, formatted as RFC 5424 (through the `syslog`
-//! crate's formatter) or RFC 3164.
+//! receiver over UDP or TCP, formatted as RFC 5424 or RFC 3164 (both
+//! written here: a few lines, where the `syslog` crate brought the `time`
+//! crate and its formatting into the binary).
 //!
 //! Sending never blocks PID 1. UDP datagrams go out on a non-blocking
 //! socket; one that cannot go now is dropped. TCP messages (RFC 6587
@@ -14,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use berth_config::{Protocol, Syslog, SyslogFormat};
-use syslog::{Facility, Formatter5424, LogFormat, Severity};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -54,6 +54,9 @@ pub enum Level {
     Debug,
 }
 
+/// The facility berth sends as: daemon (3), shifted into the priority.
+const LOG_DAEMON: u8 = 3 << 3;
+
 /// Resolves the receiver's host: an address, or a name in /etc/hosts (berth
 /// is static and uses no resolver library).
 pub fn resolve(host: &str, hosts_file: &str) -> Option<IpAddr> {
@@ -78,33 +81,43 @@ pub fn format(
     text: &str,
     now: SystemTime,
 ) -> Vec<u8> {
-    let severity = match level {
-        Level::Error => Severity::LOG_ERR,
-        Level::Warning => Severity::LOG_WARNING,
-        Level::Info => Severity::LOG_INFO,
-        Level::Debug => Severity::LOG_DEBUG,
+    let severity: u8 = match level {
+        Level::Error => 3,
+        Level::Warning => 4,
+        Level::Info => 6,
+        Level::Debug => 7,
     };
-    let mut out = Vec::with_capacity(text.len() + 96);
+    let prio = LOG_DAEMON | severity;
     match format {
-        SyslogFormat::Rfc5424 => {
-            let f = Formatter5424 {
-                facility: Facility::LOG_DAEMON,
-                hostname: Some(hostname.to_string()),
-                process: app.to_string(),
-                pid,
-            };
-            let _ = f.format(&mut out, severity, (1u32, Default::default(), text));
-        }
+        // <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG,
+        // with message ID 1 and no structured data.
+        SyslogFormat::Rfc5424 => format!(
+            "<{prio}>1 {} {hostname} {app} {pid} 1 - {text}",
+            rfc5424_time(now)
+        ),
+        // UTC: a local time offset may be unknown, and looking it up is no
+        // reason for PID 1 to fail.
         SyslogFormat::Rfc3164 => {
-            // Written here: the crate's RFC 3164 formatter looks up the local
-            // time offset and panics when it cannot, which PID 1 must not.
-            let prio = Facility::LOG_DAEMON as u8 | severity as u8;
-            out.extend_from_slice(
-                format!("<{prio}>{} {hostname} {app}[{pid}]: {text}", bsd_time(now)).as_bytes(),
-            );
+            format!("<{prio}>{} {hostname} {app}[{pid}]: {text}", bsd_time(now))
         }
     }
-    out
+    .into_bytes()
+}
+
+/// RFC 3339 in UTC to the microsecond at most (RFC 5424 allows six
+/// digits), trailing zeros of the fraction left out:
+/// `2026-11-30T05:45:29.5531Z`, `2026-11-30T05:45:29Z`.
+fn rfc5424_time(now: SystemTime) -> String {
+    // 2026-11-30T05:45:29.553100Z
+    let iso = super::files::rfc3339(now);
+    let (secs, frac) = iso
+        .trim_end_matches('Z')
+        .split_once('.')
+        .unwrap_or((&iso, ""));
+    match frac.trim_end_matches('0') {
+        "" => format!("{secs}Z"),
+        f => format!("{secs}.{f}Z"),
+    }
 }
 
 /// `Nov 30 05:45:29`, in UTC.
@@ -270,6 +283,30 @@ mod tests {
         // <daemon(3)*8 + err(3)>1 TIMESTAMP HOST APP PID MSGID SD MSG
         assert!(s.starts_with("<27>1 "), "{s}");
         assert!(s.ends_with(" edge-01 web 7 1 - boom"), "{s}");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_015_129_553_100);
+        let m = format(
+            SyslogFormat::Rfc5424,
+            "edge-01",
+            "web",
+            7,
+            Level::Warning,
+            "hi",
+            t,
+        );
+        assert_eq!(
+            String::from_utf8(m).unwrap(),
+            "<28>1 2026-11-30T05:05:29.5531Z edge-01 web 7 1 - hi"
+        );
+    }
+
+    #[test]
+    fn rfc5424_time_has_no_trailing_zeros() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_015_129);
+        assert_eq!(rfc5424_time(t), "2026-11-30T05:05:29Z");
+        let t = t + Duration::from_nanos(120_000_999);
+        assert_eq!(rfc5424_time(t), "2026-11-30T05:05:29.12Z");
+        let t = t + Duration::from_micros(3);
+        assert_eq!(rfc5424_time(t), "2026-11-30T05:05:29.120003Z");
     }
 
     #[test]
