@@ -4,7 +4,9 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use sha2::{Digest as _, Sha256};
+// ring's SHA-256, which berth already carries for TLS: sha2 (now the
+// builder's only) would add its own 20 kB to the static berth.
+use ring::digest::{Context, SHA256};
 
 /// A sha256 content digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -15,11 +17,18 @@ pub struct Digest {
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest::from_hasher(Sha256::new_with_prefix(bytes))
+        let mut h = Context::new(&SHA256);
+        h.update(bytes);
+        Digest::from_hasher(h)
     }
 
-    fn from_hasher(h: Sha256) -> Digest {
-        let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    fn from_hasher(h: Context) -> Digest {
+        let hex = h
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Digest { hex }
     }
 
@@ -133,10 +142,9 @@ impl std::error::Error for Mismatch {}
 /// yield more than the expected size (when one is given) or more than a
 /// limit. [`Verify::finish`] checks the digest and size once the stream
 /// has been read to its end.
-#[derive(Debug)]
 pub struct Verify<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Context,
     read: u64,
     expected_size: Option<u64>,
     limit: u64,
@@ -149,7 +157,7 @@ impl<R: Read> Verify<R> {
     pub fn new(inner: R, size: Option<u64>, limit: u64) -> Self {
         Verify {
             inner,
-            hasher: Sha256::new(),
+            hasher: Context::new(&SHA256),
             read: 0,
             expected_size: size,
             limit,
