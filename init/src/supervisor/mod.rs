@@ -204,6 +204,7 @@ pub async fn run(booted: Booted) -> Action {
     }
     sup.ready();
     sup.containers.start(&mut sup.reaper);
+    crate::sys::trim_heap();
 
     // The kernel tells nobody when a filesystem fills up: berth looks.
     let mut space = tokio::time::interval(crate::storage::full::CHECK_EVERY);
@@ -222,7 +223,15 @@ pub async fn run(booted: Booted) -> Action {
                 let _ = sup.reload(None);
             }
             Some(c) = rx.recv() => if let Some(a) = sup.command(c) { break sup.stop(a) },
-            Some(ev) = crx.recv() => sup.containers.handle(ev, &mut sup.reaper),
+            Some(ev) = crx.recv() => {
+                // A container running or gone: the memory its start or stop
+                // used is free again; give it back.
+                let settled = matches!(ev, machine::Event::Running { .. } | machine::Event::Exited { .. });
+                sup.containers.handle(ev, &mut sup.reaper);
+                if settled {
+                    crate::sys::trim_heap();
+                }
+            }
             Some(ev) = next_uevent(uevents.as_ref()) => sup.device(&ev),
             r = net_rx.changed(), if net_watch => {
                 let state = net_rx.borrow_and_update().clone();
