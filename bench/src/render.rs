@@ -369,7 +369,7 @@ fn memory_section(o: &mut String, r: &Value) {
         o,
         "\ncontainerd is not measured. Debian 12's containerd package (1.6) installs about \
          96 MB (the daemon, `ctr`, the runc shims); in this bench it would go into the \
-         guest's initramfs, which berth copies into a tmpfs at boot under TCG, and every \
+         guest's initramfs, which the guest holds in RAM, and every \
          container would add a `containerd-shim-runc-v2` process, so 100 idle containers \
          mean 100 more Go processes in a 1 GiB guest. That does not fit the bench's \
          20 minutes on this machine; it is left for a KVM host."
@@ -690,7 +690,7 @@ memory/CPU/pids limits, berth's default seccomp) whose first program is the gues
 helper printing CLOCK_BOOTTIME. berth's PID 1 start and ready come from its own log \
 (`starting as PID 1 at`, `ready in`). The baseline is LinuxKit-style: a busybox `sh` \
 `/init` marks its first command, copies itself into a tmpfs and `switch_root`s \
-(pivot_root cannot leave an initramfs; LinuxKit's init and berth do the same), makes \
+(pivot_root cannot leave an initramfs; LinuxKit's init does the same, where berth binds the initramfs onto itself and moves the bind mount onto `/`), makes \
 berth's boot mounts and cgroup layout, loads overlay, starts the device modules \
 berth loads (virtio, button, evdev) in the background as berth does, and runs the \
 same container with `crun run` from a bundle in the initramfs, with the OCI config \
