@@ -100,7 +100,7 @@ pub fn berth(image: &Image, n: usize) -> Result<Boot> {
     let mut phases = Vec::new();
     if let Some((_, first_start, _)) = steps.first() {
         phases.push((
-            "span: leave the initramfs (bind it as the root, re-exec)".to_owned(),
+            "span: leave the initramfs (bind it as the root)".to_owned(),
             first_start - pid1,
         ));
     }

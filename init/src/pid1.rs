@@ -12,16 +12,13 @@ use crate::{logging, supervisor, sys};
 
 /// PID 1's entry point.
 pub fn main() -> ! {
-    // The first start takes its own time; the start after the switch out of
-    // the initramfs gets it through the environment.
-    let carried = switch_root::carried_start();
-    let start = carried.unwrap_or_else(logging::uptime);
+    let start = logging::uptime();
     logging::init(log::LevelFilter::Info);
     fatal::install_hook();
 
-    if carried.is_none() && switch_root::on_initramfs() {
-        // Returns only on failure; the old root is still in place then.
-        let e = switch_root::switch(start);
+    if switch_root::on_initramfs()
+        && let Err(e) = switch_root::switch()
+    {
         log::error!("cannot leave the initramfs: {e}; containers cannot use pivot_root");
     }
 

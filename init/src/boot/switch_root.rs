@@ -7,20 +7,14 @@
 //! and chroots into it: the root is then a mount with a parent (rootfs,
 //! underneath), which pivot_root accepts. Nothing is copied: the files stay
 //! where the kernel unpacked them (a tmpfs, as the kernel command line has no
-//! `root=`). PID 1 then re-executes itself from the new root. The second
-//! start finds `BERTH_BOOT_START` in its environment and skips all this.
+//! `root=`), and PID 1 goes on in the same process: its binary, its open
+//! descriptors and everything it mapped are the same files seen from the
+//! new root.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
-
-/// The environment variable that carries PID 1's start time (ns since boot)
-/// across the re-exec.
-pub const START_ENV: &str = "BERTH_BOOT_START";
 
 /// Where the new root is assembled.
 const NEW_ROOT: &str = "/.berth-root";
@@ -67,8 +61,8 @@ fn sys<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> Error + 'a
     }
 }
 
-/// Whether `/` is a RAM filesystem, as the initramfs is. Only meaningful at
-/// the first start: after the switch the root is a tmpfs too.
+/// Whether `/` is a RAM filesystem, as the initramfs is. Only meaningful
+/// before [`switch`]: after it the root is the same tmpfs.
 pub fn on_initramfs() -> bool {
     match nix::sys::statfs::statfs("/") {
         Ok(s) => {
@@ -79,31 +73,19 @@ pub fn on_initramfs() -> bool {
     }
 }
 
-/// The start time carried across the re-exec, if this is the second start.
-pub fn carried_start() -> Option<Duration> {
-    let v = std::env::var(START_ENV).ok()?;
-    // SAFETY: PID 1 is single-threaded at this point (no runtime has been
-    // built yet), so nothing reads the environment concurrently.
-    unsafe { std::env::remove_var(START_ENV) };
-    v.parse().ok().map(Duration::from_nanos)
-}
-
-/// Makes a bind mount of the initramfs the root and re-executes `/init`.
-/// Returns only on failure; until the new root is entered, a failure
-/// leaves the old root as it was.
-pub fn switch(start: Duration) -> Error {
+/// Makes a bind mount of the initramfs the root. Until the new root is
+/// entered, a failure leaves the old root as it was.
+pub fn switch() -> Result<(), Error> {
     let new_root = Path::new(NEW_ROOT);
     if let Err(e) = bind_root(new_root) {
         let _ = nix::mount::umount2(new_root, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir(new_root);
-        return e;
+        return Err(e);
     }
-    if let Err(e) = enter(new_root) {
-        return e;
-    }
+    enter(new_root)?;
     // The mount point, left behind in the new root by the move.
     let _ = std::fs::remove_dir(new_root);
-    reexec(start)
+    Ok(())
 }
 
 /// Binds the initramfs onto `new_root`, in place: no file is copied.
@@ -125,25 +107,4 @@ fn enter(new_root: &Path) -> Result<(), Error> {
         .map_err(sys("move the new root onto", Path::new("/")))?;
     nix::unistd::chroot(".").map_err(sys("chroot to", new_root))?;
     nix::unistd::chdir("/").map_err(sys("chdir to", Path::new("/")))
-}
-
-fn reexec(start: Duration) -> Error {
-    let init = Path::new("/init");
-    let args: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
-        .collect();
-    let mut env: Vec<CString> = std::env::vars_os()
-        .filter_map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv).ok()
-        })
-        .collect();
-    env.extend(CString::new(format!("{START_ENV}={}", start.as_nanos())));
-    let path = c"/init";
-    match nix::unistd::execve(path, &args, &env) {
-        Ok(never) => match never {},
-        Err(errno) => sys("re-execute", init)(errno),
-    }
 }

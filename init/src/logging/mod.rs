@@ -45,7 +45,7 @@ static LOGGER: Logger = Logger {
 
 /// Installs the logger, writing to stderr (the console for PID 1) only.
 pub fn init(level: LevelFilter) {
-    // A second call (after a re-exec there is none) only changes the level.
+    // A second call only changes the level.
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
