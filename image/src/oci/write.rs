@@ -105,6 +105,11 @@ impl Tree {
         self.entries.contains_key(path.trim_matches('/'))
     }
 
+    /// Every path with its entry, sorted by path (parents included).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &TreeEntry)> {
+        self.entries.iter().map(|(p, e)| (p.as_str(), e))
+    }
+
     /// Adds (or replaces) `path`, with root-owned 0755 parents as needed.
     pub fn insert(&mut self, path: &str, entry: TreeEntry) -> Result<(), WriteError> {
         let path = path.trim_matches('/');
