@@ -1000,42 +1000,35 @@ fn read_extra_hosts(cx: &mut Cx, f: &Field<'_, '_>) -> Vec<(String, IpAddr)> {
 /// `uid_map` and `gid_map`: either makes a user namespace; a missing
 /// `gid_map` copies `uid_map`.
 fn read_userns(cx: &mut Cx, t: &Table<'_, '_>) -> Option<IdMaps> {
-    let read = |cx: &mut Cx, key: &'static str| -> Option<(Vec<IdRange>, Field<'_, '_>)> {
+    // Every range is parsed (each bad one reported) before the map is
+    // checked whole.
+    let read = |cx: &mut Cx, key: &'static str| -> Option<Vec<IdRange>> {
         let f = t.field(key)?;
-        let mut out = Vec::new();
-        let mut ok = true;
-        for item in f.one_or_many(cx).unwrap_or_default() {
-            match item.parse(cx, idmap::parse_range) {
-                Some(r) => out.push(r),
-                None => ok = false,
-            }
-        }
-        if !ok {
+        let parsed: Vec<Option<IdRange>> = f
+            .one_or_many(cx)?
+            .iter()
+            .map(|item| item.parse(cx, idmap::parse_range))
+            .collect();
+        let ranges: Vec<IdRange> = parsed.into_iter().collect::<Option<_>>()?;
+        if let Err(e) = check_map(key.trim_end_matches("_map"), &ranges) {
+            f.err(cx, e);
             return None;
         }
-        match check_map(key.trim_end_matches("_map"), &out) {
-            Ok(()) => Some((out, f)),
-            Err(e) => {
-                f.err(cx, e);
-                None
-            }
-        }
+        Some(ranges)
     };
-    let uid_written = t.field("uid_map").is_some();
-    let gid_written = t.field("gid_map").is_some();
     let uid = read(cx, "uid_map");
-    let gid = read(cx, "gid_map");
-    if let (false, true, Some(f)) = (uid_written, gid_written, t.field("gid_map")) {
+    let gid = t.field("gid_map").map(|_| read(cx, "gid_map"));
+    if let (None, Some(f)) = (t.field("uid_map"), t.field("gid_map")) {
         f.err(cx, "gid_map needs a uid_map: the user namespace maps both");
         return None;
     }
-    match (uid, gid) {
-        (Some((uid, _)), Some((gid, _))) => Some(IdMaps { uid, gid }),
-        (Some((uid, _)), None) if !gid_written => Some(IdMaps {
+    let uid = uid?;
+    match gid {
+        None => Some(IdMaps {
             gid: uid.clone(),
             uid,
         }),
-        _ => None,
+        Some(gid) => Some(IdMaps { uid, gid: gid? }),
     }
 }
 
