@@ -110,53 +110,36 @@ pub fn send_ready(fd: BorrowedFd<'_>) {
     let _ = nix::unistd::write(fd, &[READY]);
 }
 
-/// Waits for [`READY`]; a [`Failure`] berth sent instead (a step outside
-/// failed) is returned as the child's own.
+/// Waits for [`READY`] (the steps outside are done); a [`Failure`] berth
+/// sent instead (a step outside failed) is returned as the child's own.
 pub fn wait_ready(fd: BorrowedFd<'_>) -> Result<(), Failure> {
-    let mut buf = vec![0u8; MAX];
-    loop {
-        match nix::unistd::read(fd, &mut buf) {
-            Ok(1) if buf[0] == READY => return Ok(()),
-            Ok(0) => {
-                return Err(Failure {
-                    step: "wait for berth".into(),
-                    path: None,
-                    errno: 0,
-                    detail: "berth withdrew the start".into(),
-                });
-            }
-            Ok(n) => {
-                return Err(decode(&buf[..n]).unwrap_or_else(|| Failure {
-                    step: "wait for berth".into(),
-                    path: None,
-                    errno: 0,
-                    detail: "unexpected message".into(),
-                }));
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(Failure::sys("wait for berth", None, e)),
-        }
-    }
+    wait_for(fd, READY)
 }
 
 /// Waits for the parent's go-ahead (child side). An error or end of stream
 /// means the parent gave up on this container.
 pub fn wait_go(fd: BorrowedFd<'_>) -> Result<(), Failure> {
-    let mut b = [0u8; 1];
+    wait_for(fd, GO)
+}
+
+/// Waits for the one-byte `word` from berth; end of stream means berth
+/// withdrew the start, and anything else is read as its [`Failure`].
+fn wait_for(fd: BorrowedFd<'_>, word: u8) -> Result<(), Failure> {
+    let mut buf = vec![0u8; MAX];
+    let refusal = |detail: &str| Failure {
+        step: "wait for berth".into(),
+        path: None,
+        errno: 0,
+        detail: detail.into(),
+    };
     loop {
-        match nix::unistd::read(fd, &mut b) {
-            Ok(1) if b[0] == GO => return Ok(()),
-            Ok(_) => {
-                return Err(Failure {
-                    step: "wait for berth".into(),
-                    path: None,
-                    errno: 0,
-                    detail: "berth withdrew the start".into(),
-                });
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(Failure::sys("wait for berth", None, e)),
-        }
+        return match nix::unistd::read(fd, &mut buf) {
+            Ok(1) if buf[0] == word => Ok(()),
+            Ok(0) => Err(refusal("berth withdrew the start")),
+            Ok(n) => Err(decode(&buf[..n]).unwrap_or_else(|| refusal("unexpected message"))),
+            Err(Errno::EINTR) => continue,
+            Err(e) => Err(Failure::sys("wait for berth", None, e)),
+        };
     }
 }
 
@@ -200,5 +183,18 @@ mod tests {
         drop(a);
         let e = wait_go(b.as_fd()).unwrap_err();
         assert_eq!(e.detail, "berth withdrew the start");
+    }
+
+    #[test]
+    fn ready_lets_the_child_set_up_and_a_failure_outside_becomes_its_own() {
+        let (a, b) = pair().unwrap();
+        send_ready(a.as_fd());
+        assert!(wait_ready(b.as_fd()).is_ok());
+        let f = Failure::sys("write the user namespace's map", None, Errno::EPERM);
+        send_failure(a.as_fd(), &f);
+        assert_eq!(wait_ready(b.as_fd()), Err(f));
+        // GO where READY is due is not taken for it.
+        nix::unistd::write(&a, &[GO]).unwrap();
+        assert!(wait_ready(b.as_fd()).is_err());
     }
 }
