@@ -143,13 +143,7 @@ fn setup(cx: &Context<'_>) -> R<Infallible> {
         sys(
             "mount overlay root",
             Some(&spec.rootfs),
-            nix::mount::mount(
-                Some("overlay"),
-                &spec.rootfs,
-                Some("overlay"),
-                MsFlags::MS_NODEV,
-                Some(spec.overlay_options().as_str()),
-            ),
+            spec.mount_overlay(),
         )?;
     }
     let root: OwnedFd = sys(

@@ -283,7 +283,10 @@ impl Runtime {
             .collect();
 
         if maps.is_some() {
-            userns::mount_root(&spec.rootfs, &spec.overlay_options())?;
+            spec.mount_overlay().map_err(|errno| Error::Mount {
+                path: spec.rootfs.clone(),
+                errno,
+            })?;
         }
         let cgroup_dir = match cgroup::create(sys, &self.cgroups, &c.name, &c.resources) {
             Ok(d) => d,
@@ -416,9 +419,7 @@ impl Runtime {
         // A container in a user namespace has its root mounted in berth's
         // namespace: detach it first, or removing the directory would
         // reach into the container's files.
-        let rootfs = run.join(spec::ROOTFS);
-        userns::unmount_root(&rootfs);
-        if !is_mount_point(&rootfs) {
+        if userns::unmount_root(&run.join(spec::ROOTFS)) {
             let _ = std::fs::remove_dir_all(&run);
         }
         gone
@@ -442,12 +443,7 @@ fn outside_steps(
     rlimits: &[(u32, u64, u64)],
 ) -> Result<(), Failure> {
     if let Some(maps) = maps {
-        userns::write_maps(pid, maps).map_err(|e| Failure {
-            step: "write the user namespace's maps".into(),
-            path: Some(format!("/proc/{pid}/uid_map")),
-            errno: 0,
-            detail: e.to_string(),
-        })?;
+        userns::write_maps(pid, maps)?;
         for &(resource, _, hard) in rlimits {
             raise_hard_limit(pid, resource, hard)
                 .map_err(|e| Failure::sys(format!("prlimit {resource}"), None, e))?;
@@ -484,18 +480,6 @@ fn raise_hard_limit(pid: i32, resource: u32, hard: u64) -> Result<(), Errno> {
     // SAFETY: prlimit reads `new`; berth holds CAP_SYS_RESOURCE.
     Errno::result(unsafe { libc::prlimit(pid, resource as _, &new, std::ptr::null_mut()) })
         .map(drop)
-}
-
-/// Whether `path` is a mount point (its device differs from its parent's).
-fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (
-        std::fs::metadata(path),
-        path.parent().map(std::fs::metadata),
-    ) {
-        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
-        _ => false,
-    }
 }
 
 /// Lets a spawned container's setup go on to exec, once its host side (its

@@ -276,6 +276,19 @@ pub fn resolve(
 }
 
 impl Spec {
+    /// Mounts the overlay root at [`Spec::rootfs`] (nodev): in the child's
+    /// mount namespace, or, for a container in a user namespace, in
+    /// berth's (see [`super::userns`]).
+    pub fn mount_overlay(&self) -> nix::Result<()> {
+        nix::mount::mount(
+            Some("overlay"),
+            &self.rootfs,
+            Some("overlay"),
+            nix::mount::MsFlags::MS_NODEV,
+            Some(self.overlay_options().as_str()),
+        )
+    }
+
     /// The overlay options for the root.
     pub fn overlay_options(&self) -> String {
         let lowers: Vec<String> = self.lowers.iter().map(|p| escape(p)).collect();

@@ -4,23 +4,26 @@
 //! user namespace, so that they belong to it: its root can mount inside,
 //! bind low ports and set its hostname, and nothing outside. Three things
 //! must then happen from outside, in the host's namespace:
-//! - the overlay root is mounted by berth, before clone3, over the layers'
+//! - the overlay root is mounted by berth
+//!   ([`super::spec::Spec::mount_overlay`]), before clone3, over the layers'
 //!   shifted copies ([`crate::images::shift`]): overlayfs reads its
 //!   whiteout and opaque markers from `trusted.*` attributes, which only
 //!   the host's root may read, so a mount made inside would lose them. The
 //!   child inherits the mount in its copy of berth's mount namespace and
 //!   binds it onto itself before pivot_root;
 //! - the maps are written to `/proc/PID/uid_map` and `gid_map`, and only
-//!   then may the child go on ([`super::message::MAPPED`]);
+//!   then may the child go on ([`super::message::READY`]);
 //! - a hard rlimit above berth's own and a negative `oom_score_adj` need
-//!   privileges in the host's namespace; [`super::apply_limits`] sets both
-//!   from outside for every container.
+//!   privileges in the host's namespace: berth raises such hard limits
+//!   for the child, and writes every container's `oom_score_adj` itself,
+//!   before the same word.
 
 use std::path::Path;
 
 use berth_config::IdMaps;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 
+use super::message::Failure;
 use super::user::Ids;
 use super::{Error, prepare_err};
 
@@ -45,34 +48,29 @@ pub fn own(path: &Path, maps: &IdMaps) -> Result<(), Error> {
     std::os::unix::fs::lchown(path, maps.host_uid(0), maps.host_gid(0)).map_err(prepare_err(path))
 }
 
-/// Mounts the container's overlay root at `rootfs` in berth's own mount
-/// namespace, with `options` (lowerdir, upperdir, workdir).
-pub fn mount_root(rootfs: &Path, options: &str) -> Result<(), Error> {
-    nix::mount::mount(
-        Some("overlay"),
-        rootfs,
-        Some("overlay"),
-        MsFlags::MS_NODEV,
-        Some(options),
+/// Detaches the root berth mounted for the container
+/// ([`super::spec::Spec::mount_overlay`]). Returns whether nothing is
+/// mounted at `rootfs` any more (it was detached, or was never a mount
+/// point: EINVAL), so that the directory may be removed.
+pub fn unmount_root(rootfs: &Path) -> bool {
+    matches!(
+        nix::mount::umount2(rootfs, MntFlags::MNT_DETACH),
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT)
     )
-    .map_err(|errno| Error::Mount {
-        path: rootfs.to_path_buf(),
-        errno,
-    })
-}
-
-/// Detaches what [`mount_root`] mounted; nothing when nothing is mounted.
-pub fn unmount_root(rootfs: &Path) {
-    let _ = nix::mount::umount2(rootfs, MntFlags::MNT_DETACH);
 }
 
 /// Writes the child's uid and gid maps. The writer (berth) holds
 /// CAP_SETUID and CAP_SETGID in the parent namespace, so `setgroups`
 /// stays allowed and `group_add` works inside.
-pub fn write_maps(pid: i32, maps: &IdMaps) -> Result<(), Error> {
+pub fn write_maps(pid: i32, maps: &IdMaps) -> Result<(), Failure> {
     for (file, ranges) in [("uid_map", &maps.uid), ("gid_map", &maps.gid)] {
         let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, IdMaps::proc_text(ranges)).map_err(prepare_err(Path::new(&path)))?;
+        std::fs::write(&path, IdMaps::proc_text(ranges)).map_err(|e| Failure {
+            step: "write the user namespace's map".into(),
+            path: Some(path),
+            errno: e.raw_os_error().unwrap_or(0),
+            detail: String::new(),
+        })?;
     }
     Ok(())
 }
