@@ -146,7 +146,7 @@ impl Copier<'_> {
                 continue;
             };
             if name == b"security.capability" {
-                match self.capability_for_namespace(&value) {
+                match shift_capability(&value, |root| self.uid(root)) {
                     Some(v) => value = v,
                     None => continue,
                 }
@@ -167,12 +167,6 @@ impl Copier<'_> {
             }
         }
         Ok(())
-    }
-
-    /// A `security.capability` value made to apply to the namespace's
-    /// root: v3 with the root id shifted. `None` when unreadable.
-    fn capability_for_namespace(&self, v: &[u8]) -> Option<Vec<u8>> {
-        shift_capability(v, |root| self.uid(root))
     }
 }
 

@@ -90,6 +90,15 @@ pub struct Store {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Removes a directory tree of the store, never following a symlink.
+fn remove_tree(p: &Path) -> Result<(), Error> {
+    unpack::remove_dir_all(p).map_err(|e| Error::Store {
+        op: "remove",
+        path: p.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Store {
         op,
@@ -282,11 +291,7 @@ impl Store {
         let tmp_root = self.root.join(fmt::TMP);
         let tmp = tmp_root.join(format!("shift-{name}"));
         if tmp.exists() {
-            unpack::remove_dir_all(&tmp).map_err(|e| Error::Store {
-                op: "remove",
-                path: tmp.clone(),
-                detail: e.to_string(),
-            })?;
+            remove_tree(&tmp)?;
         }
         for d in [&tmp_root, &dir] {
             std::fs::create_dir_all(d).map_err(io_err("create", d))?;
@@ -599,11 +604,7 @@ impl Store {
                     }
                     std::fs::remove_file(&p).map_err(io_err("remove", &p))?;
                 } else {
-                    unpack::remove_dir_all(&p).map_err(|e| Error::Store {
-                        op: "remove",
-                        path: p.clone(),
-                        detail: e.to_string(),
-                    })?;
+                    remove_tree(&p)?;
                     report.layers += 1;
                 }
             }
@@ -619,11 +620,7 @@ impl Store {
                 if used_layers.contains(hex) || busy.contains(&p) {
                     continue;
                 }
-                unpack::remove_dir_all(&p).map_err(|e| Error::Store {
-                    op: "remove",
-                    path: p.clone(),
-                    detail: e.to_string(),
-                })?;
+                remove_tree(&p)?;
                 report.layers += 1;
             }
         }
