@@ -247,6 +247,15 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
 }
 
 fn user_xattrs(p: &Path) -> Vec<(String, String)> {
+    xattrs(p)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("user."))
+        .map(|(name, v)| (name, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
+}
+
+/// Every extended attribute of `p` (not following a symlink), by name.
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let mut names = vec![0u8; 4096];
     // SAFETY: `c` is NUL-terminated and `names` is a live buffer of the
@@ -260,19 +269,13 @@ fn user_xattrs(p: &Path) -> Vec<(String, String)> {
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
     {
-        if !name.starts_with(b"user.") {
-            continue;
-        }
         let cname = std::ffi::CString::new(name).unwrap();
         let mut v = vec![0u8; 4096];
         // SAFETY: both strings are NUL-terminated and `v` is live.
         let len =
             unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
         v.truncate(len.max(0) as usize);
-        out.push((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(&v).into_owned(),
-        ));
+        out.push((String::from_utf8_lossy(name).into_owned(), v));
     }
     out
 }
@@ -761,13 +764,9 @@ fn shifted_copies_keep_the_layer_and_move_its_owners() {
     assert_eq!(md("fifo").mode() & 0o7777, 0o640);
     assert_eq!(md("suid").mode() & 0o7777, 0o4755, "set-uid survives chown");
     let getx = |p: &str, name: &str| -> Option<Vec<u8>> {
-        let p = std::ffi::CString::new(dst.join(p).as_os_str().as_bytes()).unwrap();
-        let n = std::ffi::CString::new(name).unwrap();
-        let mut buf = vec![0u8; 256];
-        // SAFETY: NUL-terminated strings and a buffer of buf.len() bytes.
-        let len =
-            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        (len >= 0).then(|| buf[..len as usize].to_vec())
+        xattrs(&dst.join(p))
+            .into_iter()
+            .find_map(|(n, v)| (n == name).then_some(v))
     };
     assert_eq!(
         getx("dir/sub", "trusted.overlay.opaque").as_deref(),
