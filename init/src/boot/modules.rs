@@ -260,15 +260,7 @@ pub fn load_in_background(
 ) -> nix::Result<nix::unistd::Pid> {
     crate::sys::in_helper(|| {
         let start = Instant::now();
-        let mut nice = background_nice(Duration::ZERO);
-        set_nice(nice);
-        let (loaded, errors) = load_all_then(dir, index, names, &mut || {
-            let want = background_nice(start.elapsed());
-            if want != nice {
-                nice = want;
-                set_nice(nice);
-            }
-        });
+        let (loaded, errors) = load_yielding(dir, index, names, &mut || start.elapsed());
         for e in &errors {
             log::warn!("{e}");
         }
@@ -277,6 +269,25 @@ pub fn load_in_background(
             start.elapsed().as_secs_f64() * 1e3
         );
         errors.is_empty()
+    })
+}
+
+/// [`load_all`] at the nice value [`background_nice`] gives for the time
+/// `elapsed` tells, looked at before the first module and after each.
+fn load_yielding(
+    dir: &Path,
+    index: &Index,
+    names: &[String],
+    elapsed: &mut dyn FnMut() -> Duration,
+) -> (usize, Vec<Error>) {
+    let mut nice = background_nice(elapsed());
+    set_nice(nice);
+    load_all_then(dir, index, names, &mut || {
+        let want = background_nice(elapsed());
+        if want != nice {
+            nice = want;
+            set_nice(nice);
+        }
     })
 }
 
@@ -289,6 +300,53 @@ fn set_nice(nice: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's nice value (Linux keeps one per thread).
+    fn own_nice() -> i32 {
+        // SAFETY: getpriority with integer arguments.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn loading_in_the_background_lowers_the_priority_then_restores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["virtio_net".to_string()];
+        // Just started: the loader (here a thread of its own) yields. The
+        // module files are missing, so each attempt fails at once.
+        let d = dir.path().to_path_buf();
+        let n = names.clone();
+        let nice = std::thread::spawn(move || {
+            let idx = Index::parse(DEP, BUILTIN);
+            load_yielding(&d, &idx, &n, &mut || Duration::ZERO);
+            own_nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(nice, 19);
+        // Once BACKGROUND_FOR has passed (here: after the first module's
+        // attempt), it is back to normal. (Lowering a nice value needs
+        // CAP_SYS_NICE: root only.)
+        if nix::unistd::geteuid().is_root() {
+            let d = dir.path().to_path_buf();
+            let nice = std::thread::spawn(move || {
+                let idx = Index::parse(DEP, BUILTIN);
+                let mut calls = 0;
+                let (_, errors) = load_yielding(&d, &idx, &names, &mut || {
+                    calls += 1;
+                    if calls == 1 {
+                        Duration::ZERO
+                    } else {
+                        BACKGROUND_FOR
+                    }
+                });
+                assert!(!errors.is_empty());
+                own_nice()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(nice, 0);
+        }
+    }
 
     #[test]
     fn the_background_helper_yields_for_a_while_then_runs_normally() {
