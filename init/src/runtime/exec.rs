@@ -17,8 +17,6 @@ use std::path::Path;
 use nix::errno::Errno;
 
 use super::message::{self, Failure};
-use super::security::Security;
-use super::user::Ids;
 
 /// Why a command could not be started in a container.
 #[derive(Debug, thiserror::Error, displaydoc::Display)]
@@ -40,18 +38,13 @@ pub struct Target<'a> {
     pub pid: i32,
     /// The container's cgroup.
     pub cgroup: &'a Path,
-    /// The container's user.
-    pub ids: &'a Ids,
-    /// The container's security.
-    pub security: &'a Security,
-    /// The environment.
+    /// What the command shares with the container: user, security,
+    /// working directory, user namespace.
+    pub context: &'a super::ExecContext,
+    /// The environment: the container's, perhaps with more.
     pub env: &'a [String],
-    /// The working directory.
-    pub cwd: &'a Path,
     /// Whether stdin is a terminal to make the controlling terminal.
     pub tty: bool,
-    /// Whether the container has a user namespace of its own, to join too.
-    pub userns: bool,
 }
 
 /// A started command.
@@ -165,7 +158,7 @@ fn helper_main(
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWCGROUP;
-    if t.userns {
+    if t.context.userns {
         // Joined first by the kernel, so the rest are joined with the
         // namespace's capabilities.
         flags |= libc::CLONE_NEWUSER;
@@ -243,7 +236,7 @@ fn command_main(
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
-    if let Err(e) = t.security.apply_before_exec(t.ids) {
+    if let Err(e) = t.context.security.apply_before_exec(&t.context.ids) {
         fail(Failure {
             step: "apply security".into(),
             path: None,
@@ -251,8 +244,8 @@ fn command_main(
             detail: e.to_string(),
         });
     }
-    if let Err(e) = nix::unistd::chdir(t.cwd) {
-        fail(Failure::sys("chdir", Some(t.cwd), e));
+    if let Err(e) = nix::unistd::chdir(&t.context.cwd) {
+        fail(Failure::sys("chdir", Some(&t.context.cwd), e));
     }
     let program = find(&argv[0], env);
     match nix::unistd::execve(&program, argv, env) {

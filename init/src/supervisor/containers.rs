@@ -535,12 +535,9 @@ impl Containers {
         let target = exec::Target {
             pid: l.pid,
             cgroup: &l.cgroup,
-            ids: &l.context.ids,
-            security: &l.context.security,
+            context: &l.context,
             env: &env,
-            cwd: &l.context.cwd,
             tty: req.tty,
-            userns: l.context.userns,
         };
         let [i, o, e] = &req.stdio;
         let started =
@@ -738,12 +735,9 @@ impl Containers {
         let target = exec::Target {
             pid: l.pid,
             cgroup: &l.cgroup,
-            ids: &l.context.ids,
-            security: &l.context.security,
+            context: &l.context,
             env: &l.context.env,
-            cwd: &l.context.cwd,
             tty: false,
-            userns: l.context.userns,
         };
         let started = match exec::spawn(
             &target,
