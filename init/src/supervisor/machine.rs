@@ -467,6 +467,14 @@ impl Machine {
         self.units.values().all(|u| !u.state.has_process())
     }
 
+    /// Whether no container is between two states (starting, or stopping):
+    /// every start and stop under way is done, and what it used is freed.
+    pub fn settled(&self) -> bool {
+        self.units
+            .values()
+            .all(|u| !matches!(u.state, State::Starting | State::Stopping))
+    }
+
     /// Starts what can start now. Call once after creation.
     pub fn start(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
@@ -1097,6 +1105,25 @@ mod tests {
         m.handle(*t, Event::Running { name: n.into() });
         *t += ran;
         m.handle(*t, exited(n, code))
+    }
+
+    #[test]
+    fn settled_once_no_start_or_stop_is_under_way() {
+        let mut m =
+            machine("[containers.a]\nimage = \"busybox\"\n[containers.b]\nimage = \"busybox\"\n");
+        let t = Instant::now();
+        assert!(m.settled(), "nothing started yet");
+        m.start(t);
+        assert!(!m.settled(), "both starting");
+        m.handle(t, Event::Running { name: "a".into() });
+        assert!(!m.settled(), "b still starting");
+        m.handle(t, Event::Running { name: "b".into() });
+        assert!(m.settled(), "both running");
+        m.handle(t, Event::Stop("a".into()));
+        assert_eq!(state(&m, "a"), State::Stopping);
+        assert!(!m.settled(), "a stopping");
+        m.handle(t, exited("a", 0));
+        assert!(m.settled(), "a stopped, b running");
     }
 
     #[test]

@@ -204,7 +204,7 @@ pub async fn run(booted: Booted) -> Action {
     }
     sup.ready();
     sup.containers.start(&mut sup.reaper);
-    crate::sys::trim_heap();
+    sup.trim_heap_if_settled();
 
     // The kernel tells nobody when a filesystem fills up: berth looks.
     let mut space = tokio::time::interval(crate::storage::full::CHECK_EVERY);
@@ -224,12 +224,17 @@ pub async fn run(booted: Booted) -> Action {
             }
             Some(c) = rx.recv() => if let Some(a) = sup.command(c) { break sup.stop(a) },
             Some(ev) = crx.recv() => {
-                // A container running or gone: the memory its start or stop
-                // used is free again; give it back.
-                let settled = matches!(ev, machine::Event::Running { .. } | machine::Event::Exited { .. });
+                // A start or a run ended: once no other start or stop is
+                // under way, the memory they used is free; give it back.
+                let ended = matches!(
+                    ev,
+                    machine::Event::Running { .. }
+                        | machine::Event::Exited { .. }
+                        | machine::Event::SpawnFailed { .. }
+                );
                 sup.containers.handle(ev, &mut sup.reaper);
-                if settled {
-                    crate::sys::trim_heap();
+                if ended {
+                    sup.trim_heap_if_settled();
                 }
             }
             Some(ev) = next_uevent(uevents.as_ref()) => sup.device(&ev),
@@ -303,6 +308,15 @@ async fn next_uevent(l: Option<&devices::Listener>) -> Option<Uevent> {
 }
 
 impl Supervisor {
+    /// Gives the heap's free pages back once no container is starting or
+    /// stopping: a fleet starting together trims once, after the last of
+    /// them, not once per container while the others still allocate.
+    fn trim_heap_if_settled(&self) {
+        if self.containers.machine().settled() {
+            crate::sys::trim_heap();
+        }
+    }
+
     fn ready(&mut self) {
         self.ready_at = logging::uptime();
         let ms = self.ready_at.saturating_sub(self.booted.start).as_millis();

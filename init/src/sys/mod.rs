@@ -142,8 +142,8 @@ pub fn in_helper(work: impl FnOnce() -> bool) -> nix::Result<nix::unistd::Pid> {
 /// Gives the heap's free pages back to the kernel: glibc's malloc keeps
 /// free memory below the top of the heap, and up to its trim threshold at
 /// the top, resident otherwise. PID 1 calls it when its work settles (at
-/// ready, after a reload, when a container runs or ends). Whether any
-/// memory went back.
+/// ready, and when a container runs or ends while no other starts or
+/// stops). Whether any memory went back.
 pub fn trim_heap() -> bool {
     // SAFETY: malloc_trim has no preconditions; it walks malloc's own free
     // lists and madvises whole free pages.
