@@ -455,7 +455,7 @@ fn the_static_berth_carries_no_unwind_tables() {
     let elf = berth_image::elf::Elf::parse(&berth).expect("berth is ELF64");
     let has = |name: &str| elf.section(name).expect("section headers").is_some();
     assert!(has(".text"), "berth has a .text section");
-    for gone in [".eh_frame", ".eh_frame_hdr"] {
+    for gone in [".eh_frame", ".eh_frame_hdr", ".gcc_except_table"] {
         assert!(!has(gone), "{gone} in berth");
     }
 }
