@@ -20,6 +20,9 @@ pub struct Mount {
     pub flags: MsFlags,
     /// Filesystem options.
     pub data: Option<&'static str>,
+    /// Options to mount with instead when the kernel refuses `data`
+    /// (EINVAL): an option newer kernels have, and boot can do without.
+    pub fallback: Option<&'static str>,
     /// Whether boot cannot go on without it.
     pub required: bool,
 }
@@ -56,6 +59,7 @@ pub fn plan() -> Vec<Mount> {
         fstype,
         flags,
         data,
+        fallback: None,
         required,
     };
     vec![
@@ -101,14 +105,21 @@ pub fn plan() -> Vec<Mount> {
             Some("mode=1777"),
             false,
         ),
-        m(
-            "cgroup2",
-            "/sys/fs/cgroup",
-            "cgroup2",
-            NOSUID_NODEV_NOEXEC,
-            Some("nsdelegate"),
-            true,
-        ),
+        // favordynmods (Linux 6.0): moving a process between cgroups and
+        // enabling controllers no longer wait for an RCU grace period each
+        // (PID 1's move into berth/init took 28 ms of boot under TCG, 8 ms
+        // with it), for one more memory barrier in fork and exit.
+        Mount {
+            fallback: Some("nsdelegate"),
+            ..m(
+                "cgroup2",
+                "/sys/fs/cgroup",
+                "cgroup2",
+                NOSUID_NODEV_NOEXEC,
+                Some("nsdelegate,favordynmods"),
+                true,
+            )
+        },
     ]
 }
 
@@ -119,13 +130,20 @@ pub fn apply(sys: &dyn Sys, m: &Mount) -> Result<(), Error> {
             path: m.target.into(),
             source,
         })?;
-    match sys.mount(
-        m.source,
-        Path::new(m.target),
-        Some(m.fstype),
-        m.flags,
-        m.data,
-    ) {
+    let mount = |data| sys.mount(m.source, Path::new(m.target), Some(m.fstype), m.flags, data);
+    let r = match (mount(m.data), m.fallback) {
+        (Err(Errno::EINVAL), Some(fallback)) => {
+            log::warn!(
+                "the kernel refuses {} options {}; mounting {} with {fallback}",
+                m.fstype,
+                m.data.unwrap_or(""),
+                m.target
+            );
+            mount(Some(fallback))
+        }
+        (r, _) => r,
+    };
+    match r {
         // Already there (the kernel may have mounted devtmpfs itself).
         Ok(()) | Err(Errno::EBUSY) => Ok(()),
         Err(errno) => Err(Error::Mount {
@@ -150,7 +168,7 @@ mod tests {
     use crate::sys::record::Recorder;
 
     #[test]
-    fn plan_mounts_parents_first_and_cgroup2_with_nsdelegate() {
+    fn plan_mounts_parents_first_and_cgroup2_with_nsdelegate_and_favordynmods() {
         let rec = Recorder::default();
         for m in plan() {
             apply(&rec, &m).unwrap();
@@ -170,7 +188,7 @@ mod tests {
                 "mount shm /dev/shm tmpfs [MS_NOSUID|MS_NODEV] mode=1777",
                 "mount tmpfs /run tmpfs [MS_NOSUID|MS_NODEV] mode=0755",
                 "mount tmpfs /tmp tmpfs [MS_NOSUID|MS_NODEV] mode=1777",
-                "mount cgroup2 /sys/fs/cgroup cgroup2 [MS_NOSUID|MS_NODEV|MS_NOEXEC] nsdelegate",
+                "mount cgroup2 /sys/fs/cgroup cgroup2 [MS_NOSUID|MS_NODEV|MS_NOEXEC] nsdelegate,favordynmods",
             ]
         );
         // Every target is created before it is mounted on.
@@ -197,6 +215,33 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "cannot mount sysfs on /sys: ENODEV: No such device"
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_favordynmods_gets_cgroup2_with_nsdelegate_alone() {
+        let rec = Recorder::default();
+        let cgroup2 = plan().pop().unwrap();
+        rec.fail(
+            "mount cgroup2 /sys/fs/cgroup cgroup2 [MS_NOSUID|MS_NODEV|MS_NOEXEC] nsdelegate,favordynmods",
+            Errno::EINVAL,
+        );
+        apply(&rec, &cgroup2).unwrap();
+        assert_eq!(
+            rec.calls().last().unwrap(),
+            "mount cgroup2 /sys/fs/cgroup cgroup2 [MS_NOSUID|MS_NODEV|MS_NOEXEC] nsdelegate"
+        );
+        // Any other failure is not retried.
+        let rec = Recorder::default();
+        rec.fail("mount cgroup2", Errno::EPERM);
+        let err = apply(&rec, &cgroup2).unwrap_err();
+        assert!(err.to_string().contains("EPERM"), "{err}");
+        assert_eq!(
+            rec.calls()
+                .iter()
+                .filter(|c| c.starts_with("mount"))
+                .count(),
+            1
         );
     }
 
