@@ -283,6 +283,27 @@ fn static_configuration_by_mac_applies_addresses_routes_and_mtu_in_order() {
 }
 
 #[test]
+fn with_no_interfaces_lo_comes_up_and_the_network_is_up_at_once() {
+    in_netns(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        // A new network namespace has lo, down.
+        assert!(
+            !ip("link show lo").contains(",UP"),
+            "{}",
+            ip("link show lo")
+        );
+        let cfg = network(r#"dns = ["192.0.2.53"]"#);
+        let (net, mut rx) = HostNetwork::start_with(&cfg, options(dir.path()));
+        assert_eq!(wait_up(&mut rx, Duration::from_secs(5)).await, Ok(()));
+        assert!(ip("link show lo").contains(",UP"), "{}", ip("link show lo"));
+        let resolv = std::fs::read_to_string(dir.path().join("resolv.conf")).unwrap();
+        assert!(resolv.contains("nameserver 192.0.2.53\n"), "{resolv}");
+        assert_eq!(net.status()["state"], "up", "{:#}", net.status());
+        net.shutdown().await;
+    });
+}
+
+#[test]
 fn a_missing_link_fails_in_bounded_time_then_comes_up_late() {
     in_netns(|| async {
         let dir = tempfile::tempdir().unwrap();

@@ -85,6 +85,8 @@ pub enum Error {
         /// The netlink error (its operation, target and the kernel's answer).
         source: netlink::Error,
     },
+    /// lo: cannot bring it up: {0}
+    Loopback(nix::errno::Errno),
     /// {iface}: DHCP needs a hardware address, and the link has none
     NoMac {
         /// The interface.
@@ -677,8 +679,18 @@ impl Inner {
     }
 }
 
-/// Brings `lo` up, then starts a task per manifest interface.
+/// Brings `lo` up, then starts a task per manifest interface. The netlink
+/// connections are made only for those: `lo` needs none
+/// ([`super::loopback`]).
 async fn run(inner: Rc<Inner>) {
+    if let Err(errno) = super::loopback::up() {
+        inner.fail_general(Error::Loopback(errno).to_string());
+    }
+    inner.update_resolv();
+    if inner.cfg.interfaces.is_empty() || inner.stopping() {
+        inner.recompute();
+        return;
+    }
     let nl = match Netlink::new() {
         Ok(n) => n,
         Err(e) => return inner.fail_general(format!("cannot configure the network: {e}")),
@@ -688,25 +700,6 @@ async fn run(inner: Rc<Inner>) {
         Err(e) => return inner.fail_general(format!("cannot configure the network: {e}")),
     };
     *inner.netlink.borrow_mut() = Some(nl.clone());
-    let lo = LinkFilter::Name("lo".into());
-    let up = match nl.require("bring up", &lo).await {
-        Ok(l) => nl.up(&l).await,
-        Err(e) => Err(e),
-    };
-    if let Err(source) = up {
-        inner.fail_general(
-            Error::Netlink {
-                iface: "lo".into(),
-                source,
-            }
-            .to_string(),
-        );
-    }
-    inner.update_resolv();
-    if inner.cfg.interfaces.is_empty() || inner.stopping() {
-        inner.recompute();
-        return;
-    }
     if inner.opts.load_modules {
         load_nic_modules();
     }

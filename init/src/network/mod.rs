@@ -1,10 +1,12 @@
 //! Networking, all through netlink: host interfaces, the container bridge
 //! with a veth pair per container, addresses from a deterministic IPAM,
-//! NAT and published ports in nftables, and names between containers.
+//! NAT and published ports in nftables, and names between containers. The
+//! one exception is `lo`, which only needs a flag set ([`loopback`]).
 
 pub mod dhcp;
 pub mod host;
 pub mod ipam;
+pub mod loopback;
 pub mod netlink;
 pub mod nft;
 pub mod resolv;

@@ -187,7 +187,9 @@ fn setup(cx: &Context<'_>) -> R<Infallible> {
         sys("sethostname", None, nix::unistd::sethostname(h))?;
     }
     if spec.own_netns {
-        loopback_up()?;
+        // lo starts down in a new network namespace; 127.0.0.1 must work
+        // (health checks use it).
+        sys("bring up lo", None, crate::network::loopback::up())?;
     }
     for &(resource, soft, hard) in cx.rlimits {
         let lim = libc::rlimit {
@@ -261,36 +263,6 @@ fn reset_signals() {
         Some(&SigSet::empty()),
         None,
     );
-}
-
-/// Brings up `lo` in the container's new network namespace, where it starts
-/// down, so 127.0.0.1 works (health checks use it).
-fn loopback_up() -> R<()> {
-    let fail = |e: Errno| Failure::sys("bring up lo", None, e);
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(fail)?;
-    // SAFETY: ifreq is plain old data; zeroed is a valid empty request.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS fills req.ifr_ifru with the flags of the
-    // interface named in req; the pointer is to our own ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(fail(Errno::last()));
-    }
-    // SAFETY: the union's flags member is the one SIOCGIFFLAGS just set.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: SIOCSIFFLAGS reads our ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(fail(Errno::last()));
-    }
-    Ok(())
 }
 
 /// Marks every descriptor above stderr close-on-exec: the container gets
