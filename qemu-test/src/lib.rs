@@ -38,6 +38,8 @@
 //! - [`ports`] — [`free_local_port()`](ports::free_local_port).
 //! - [`artifacts`](mod@artifacts) — the kernel under test ([`artifacts()`]).
 //! - [`initramfs`] — a busybox initramfs for self-tests and helper guests.
+//! - [`layout`] — berth's code layout: the functions that run, from QEMU's
+//!   record of translated code (`scripts/profile-layout`).
 //! - [`paths`] — the target directory, log directory, runtime directories.
 //! - [`scenario`] — the fixture every berth scenario starts from: the static
 //!   berth, cached images built from a manifest, boot to `berth: ready`.
@@ -133,6 +135,7 @@ pub mod efi_disk;
 mod error;
 pub mod http;
 pub mod initramfs;
+pub mod layout;
 pub mod paths;
 pub mod ports;
 mod qmp;

@@ -12,7 +12,8 @@
 //!   configured, never a kernel panic;
 //! - the demo manifest boots clean, with the cgroup controllers delegated;
 //! - the `/init` in a built image is a statically linked executable;
-//! - the static berth carries no unwind tables (it aborts on panic).
+//! - the static berth carries no unwind tables (it aborts on panic), and
+//!   the functions of init/hot-functions.txt come first in its `.text`.
 //!
 //! (That two builds give byte-identical images, and that `/init` is the
 //! static berth, is `image/tests/script.rs`, through `scripts/build-image`.)
@@ -458,4 +459,45 @@ fn the_static_berth_carries_no_unwind_tables() {
     for gone in [".eh_frame", ".eh_frame_hdr", ".gcc_except_table"] {
         assert!(!has(gone), "{gone} in berth");
     }
+}
+
+#[test]
+fn the_static_berth_has_its_hot_functions_first_in_text() {
+    // scripts/build-berth writes the link map beside the binary.
+    let berth = scenario::berth_binary().expect("berth");
+    let map_path = berth.with_file_name("berth.map");
+    let map = std::fs::read_to_string(&map_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (built by scripts/build-berth?)",
+            map_path.display()
+        )
+    });
+    let (start, funcs) = berth_qemu_test::layout::text_layout(&map).expect("a .text in the map");
+    let list_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../init/hot-functions.txt");
+    let list = std::fs::read_to_string(list_path).expect("init/hot-functions.txt");
+    let hot: Vec<&str> = list
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let found: Vec<(u64, u64)> = hot.iter().filter_map(|f| funcs.get(*f).copied()).collect();
+    // Names change as the code does (a renamed function, a new version of
+    // a crate): a list that no longer names the code lays nothing out.
+    assert!(
+        found.len() * 10 >= hot.len() * 9,
+        "only {} of the {} functions in init/hot-functions.txt are in berth: \
+         run scripts/profile-layout",
+        found.len(),
+        hot.len()
+    );
+    // Together at the start: within their own size of it, give or take
+    // what cannot move (glibc's objects keep their functions together).
+    let size: u64 = found.iter().map(|(_, s)| s).sum();
+    let bound = start + size + size / 4;
+    let within = found.iter().filter(|(a, s)| a + s <= bound).count();
+    assert!(
+        within * 100 >= found.len() * 95,
+        "{within} of {} hot functions within {:#x}..{bound:#x}",
+        found.len(),
+        start
+    );
 }
