@@ -13,7 +13,7 @@
 //! keeps berth's code only. Only the addresses differ: the symbol names,
 //! which the ordering file lists, are those of the release build.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// Functions by name: their address and size.
 pub type Functions = HashMap<String, (u64, u64)>;
@@ -73,20 +73,18 @@ pub fn functions_run(log: &str, syms: &[(u64, String)]) -> Vec<String> {
 /// workloads in the order given).
 pub fn order(workloads: &[Vec<String>]) -> Vec<String> {
     let mut count: HashMap<&str, usize> = HashMap::new();
-    let mut first: BTreeMap<usize, &str> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for w in workloads {
-        for f in w {
-            *count.entry(f.as_str()).or_default() += 1;
-            if seen.insert(f.as_str()) {
-                first.insert(first.len(), f.as_str());
-            }
+    // Each function once, in the order it first ran.
+    let mut first: Vec<&str> = Vec::new();
+    for f in workloads.iter().flatten() {
+        let n = count.entry(f.as_str()).or_default();
+        if *n == 0 {
+            first.push(f.as_str());
         }
+        *n += 1;
     }
-    let mut list: Vec<(usize, usize, &str)> =
-        first.into_iter().map(|(i, f)| (count[f], i, f)).collect();
-    list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    list.into_iter().map(|(_, _, f)| f.to_string()).collect()
+    // A stable sort keeps first-run order among equal counts.
+    first.sort_by_key(|f| std::cmp::Reverse(count[f]));
+    first.into_iter().map(str::to_string).collect()
 }
 
 /// Where the functions of a link map (`ld.lld -Map`) are in `.text`: the
