@@ -479,6 +479,13 @@ fn the_static_berth_has_its_hot_functions_first_in_text() {
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
+    // The boot path alone runs a couple of thousand functions: a list cut
+    // short would otherwise pass the checks below vacuously.
+    assert!(
+        hot.len() >= 1000,
+        "init/hot-functions.txt lists {} functions: run scripts/profile-layout",
+        hot.len()
+    );
     let found: Vec<(u64, u64)> = hot.iter().filter_map(|f| funcs.get(*f).copied()).collect();
     // Names change as the code does (a renamed function, a new version of
     // a crate): a list that no longer names the code lays nothing out.
