@@ -108,9 +108,9 @@ pub fn plan() -> Vec<Mount> {
         // favordynmods (Linux 6.0): moving a process between cgroups and
         // enabling controllers no longer wait for an RCU grace period each;
         // the mount waits for one instead. Under TCG (berth-bench --only
-        // boot, 7 boots): mounts 9 -> 19 ms, cgroup setup 55 -> 34 ms (PID
-        // 1's move into berth/init 28 -> 8 ms). The price is one more
-        // memory barrier in fork and exit.
+        // boot, 7 boots): mounts 9 -> 19 ms, cgroup setup 55 -> 34 ms (in
+        // one traced boot, PID 1's move into berth/init 28 -> 8 ms). The
+        // price is one more memory barrier in fork and exit.
         Mount {
             fallback: Some("nsdelegate"),
             ..m(
